@@ -89,6 +89,9 @@ func (s *inference) node(n *onnxpb.NodeProto) error {
 	if !ok {
 		return fmt.Errorf("shape inference does not support this operator")
 	}
+	if len(n.GetOutput()) == 0 || n.GetOutput()[0] == "" {
+		return fmt.Errorf("node has no output")
+	}
 	outs, err := rule(s, n)
 	if errors.Is(err, errUnknownInput) {
 		return nil
@@ -97,6 +100,8 @@ func (s *inference) node(n *onnxpb.NodeProto) error {
 		return err
 	}
 	for i, name := range n.GetOutput() {
+		// A nil shape marks an output the rule does not produce; a
+		// scalar's shape is empty but not nil.
 		if name != "" && i < len(outs) && outs[i] != nil {
 			s.shapes[name] = outs[i]
 		}
@@ -586,7 +591,7 @@ func gatherRule(s *inference, n *onnxpb.NodeProto) ([]Shape, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := append(append(append(Shape(nil), data[:axis]...), idx...), data[axis+1:]...)
+	out := append(append(append(Shape{}, data[:axis]...), idx...), data[axis+1:]...)
 	dv, ok1 := s.value(n, 0)
 	iv, ok2 := s.value(n, 1)
 	if ok1 && ok2 && len(data) == 1 {
@@ -702,7 +707,7 @@ func squeezeRule(s *inference, n *onnxpb.NodeProto) ([]Shape, error) {
 			drop[i] = d.Size == 1
 		}
 	}
-	var out Shape
+	out := Shape{}
 	for i, d := range x {
 		if !drop[i] {
 			out = append(out, d)

@@ -63,7 +63,7 @@ func numElements(dims []int64) (int64, error) {
 			return 0, fmt.Errorf("dimension %d is negative in %v", d, dims)
 		}
 		if d != 0 && n > math.MaxInt64/d {
-			return 0, fmt.Errorf("dimensions %v describe more than %d elements", dims, int64(math.MaxInt64))
+			return 0, fmt.Errorf("dimensions %v describe too many elements", dims)
 		}
 		n *= d
 	}
