@@ -1,0 +1,34 @@
+// Package peer finds and drives the reference implementations tests compare
+// against: ONNX Runtime 1.30 (onnxruntime-node, run through Node), and the
+// onnx Python package with its checker. It is used only by tests; no library
+// code imports it.
+//
+// # Missing peers
+//
+// A test that needs a peer calls one of [Python], [CheckModel] or [ORT]. When
+// the peer is missing, the test is skipped with a message naming what to
+// install. When DCCONVERT_REQUIRE_PEERS=1 is set ([Require]), as CI does, a
+// missing peer fails the test instead, so a misconfigured machine cannot pass
+// by skipping everything. A peer that is present but rejects a model is
+// reported through the test ([CheckModel]) or as an error ([Runtime.Run]).
+//
+// # Setting up the peers
+//
+// From the repository root (Debian 12):
+//
+//	apt-get install -y python3-onnx python3-torch python3-torchvision
+//	ONNXRUNTIME_NODE_INSTALL=skip npm ci
+//
+// The npm packages land in the repository's node_modules. DCCONVERT_ORT_DIR
+// points at another node_modules directory holding onnxruntime-node.
+//
+// # Exchanging tensors
+//
+// [Runtime.Run] starts one node process per call. Tensors travel through
+// files in a temporary directory: the raw float32 values, little-endian, in
+// one file per tensor, and a small JSON document naming the files, tensor
+// names and shapes.
+//
+// This package does not decode ONNX files itself and offers no way to run a
+// model other than on ONNX Runtime's CPU provider.
+package peer
