@@ -1,7 +1,9 @@
 package onnximport
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -12,7 +14,11 @@ import (
 func ReadFile(path string) (*Model, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading model: %w", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	m, err := Decode(b)
 	b = nil // the decoded message holds its own copy of every field

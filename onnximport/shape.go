@@ -60,7 +60,7 @@ func (m *Model) InferShapes() (Shapes, error) {
 	s := &inference{m: m, opset: m.Opset(""), shapes: Shapes{}, vals: map[string][]Dim{}}
 	g := m.Graph()
 	for _, in := range g.GetInput() {
-		if sh, ok := declaredShape(in); ok {
+		if sh, ok := DeclaredShape(in); ok {
 			s.shapes[in.GetName()] = sh
 		}
 	}
@@ -109,13 +109,15 @@ func (s *inference) node(n *onnxpb.NodeProto) error {
 	return nil
 }
 
-// declaredShape reads the shape of a graph input's tensor type.
-func declaredShape(v *onnxpb.ValueInfoProto) (Shape, bool) {
+// DeclaredShape returns the shape declared in a value's tensor type; ok
+// is false when the type is not a tensor or declares no shape. A dim_param
+// becomes a symbol and a missing dimension Unknown.
+func DeclaredShape(v *onnxpb.ValueInfoProto) (Shape, bool) {
 	tt := v.GetType().GetTensorType()
 	if tt == nil || tt.GetShape() == nil {
 		return nil, false
 	}
-	var sh Shape
+	sh := Shape{}
 	for _, d := range tt.GetShape().GetDim() {
 		_, hasValue := d.GetValue().(*onnxpb.TensorShapeProto_Dimension_DimValue)
 		switch {
@@ -132,7 +134,7 @@ func declaredShape(v *onnxpb.ValueInfoProto) (Shape, bool) {
 
 // fold records the values of a small integer tensor.
 func (s *inference) fold(name string, t *onnxpb.TensorProto) {
-	if isFloatType(dataType(t)) || len(t.GetDims()) > 1 {
+	if IsFloatType(dataType(t)) || len(t.GetDims()) > 1 {
 		return
 	}
 	if n, err := numElements(t.GetDims()); err != nil || n > maxFolded {

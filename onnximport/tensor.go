@@ -45,8 +45,9 @@ func elemSize(dt onnxpb.TensorProto_DataType) int64 {
 	return 0
 }
 
-// isFloatType reports whether a data type decodes to float32.
-func isFloatType(dt onnxpb.TensorProto_DataType) bool {
+// IsFloatType reports whether a data type is a floating-point type, which
+// Model.Tensor decodes to float32.
+func IsFloatType(dt onnxpb.TensorProto_DataType) bool {
 	switch dt {
 	case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_FLOAT16, onnxpb.TensorProto_BFLOAT16:
 		return true
@@ -158,7 +159,7 @@ func (m *Model) Tensor(t *onnxpb.TensorProto) (*Tensor, error) {
 		out.Float = float32View(raw, n)
 	case dt == onnxpb.TensorProto_FLOAT:
 		out.Float = t.GetFloatData()
-	case isFloatType(dt):
+	case IsFloatType(dt):
 		out.Float = make([]float32, n)
 		for i := range out.Float {
 			out.Float[i] = decodeFloat(t, raw, hasRaw, i)
