@@ -27,6 +27,16 @@ rm -f "${work}/copy.onnx"
 
 echo "--- python3 onnx.load"
 /usr/bin/time -f "${timefmt}" /usr/bin/python3 -c 'import sys, onnx; onnx.load(sys.argv[1])' "${model}"
+/usr/bin/python3 - "${model}" <<'PY'
+import statistics, sys, time
+import onnx
+times = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    onnx.load(sys.argv[1])
+    times.append(time.perf_counter() - t0)
+print(f"onnx.load alone: median {statistics.median(times) * 1000:.0f} ms over 5 loads")
+PY
 
 echo "--- dcconvert read + check + decode (go test -bench, 5 iterations)"
 DCCONVERT_BENCH_MODEL="${model}" /usr/bin/time -f "${timefmt}" \
