@@ -12,7 +12,7 @@ import (
 // external data files its tensors refer to from the model's directory.
 // Errors name the file.
 func ReadFile(path string) (*Model, error) {
-	b, err := os.ReadFile(path)
+	b, unmap, err := mapFile(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -21,7 +21,7 @@ func ReadFile(path string) (*Model, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	m, err := Decode(b)
-	b = nil // the decoded message holds its own copy of every field
+	unmap() // the decoded message holds its own copy of every field
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}

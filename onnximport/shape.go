@@ -42,7 +42,11 @@ var shapeRules = map[string]shapeRule{
 	OpAdd: broadcastRule, OpSub: broadcastRule, OpMul: broadcastRule, OpDiv: broadcastRule,
 	OpRelu: sameRule, OpLeakyRelu: sameRule, OpSigmoid: sameRule, OpTanh: sameRule, OpClip: sameRule,
 	OpSoftmax: sameRule, OpLogSoftmax: sameRule, OpIdentity: sameRule, OpCast: sameRule,
-	OpDropout: dropoutRule, OpBatchNormalization: batchNormRule,
+	OpAbs: sameRule, OpAcos: sameRule, OpExp: sameRule, OpLog: sameRule, OpNeg: sameRule,
+	OpReciprocal: sameRule, OpSqrt: sameRule,
+	OpReduceMean: reduceRule, OpReduceSum: reduceRule, OpReduceSumSquare: reduceRule,
+	OpTranspose: transposeRule,
+	OpDropout:   dropoutRule, OpBatchNormalization: batchNormRule,
 	OpConv: convRule, OpMaxPool: poolRule, OpAveragePool: poolRule,
 	OpGlobalAveragePool: globalPoolRule, OpFlatten: flattenRule, OpReshape: reshapeRule,
 	OpGemm: gemmRule, OpMatMul: matMulRule, OpConcat: concatRule, OpConstant: constantRule,
@@ -82,10 +86,13 @@ var errUnknownInput = errors.New("input shape unknown")
 
 // node infers the outputs of one node.
 func (s *inference) node(n *onnxpb.NodeProto) error {
-	if !IsDefaultDomain(n.GetDomain()) {
+	rule, ok := shapeRules[n.GetOpType()]
+	switch {
+	case IsDecoupledConv(n):
+		rule, ok = convRule, true
+	case !IsDefaultDomain(n.GetDomain()):
 		return fmt.Errorf("shape inference does not support domain %q", n.GetDomain())
 	}
-	rule, ok := shapeRules[n.GetOpType()]
 	if !ok {
 		return fmt.Errorf("shape inference does not support this operator")
 	}
@@ -717,6 +724,81 @@ func squeezeRule(s *inference, n *onnxpb.NodeProto) ([]Shape, error) {
 	}
 	if v, ok := s.value(n, 0); ok {
 		s.vals[n.GetOutput()[0]] = v
+	}
+	return []Shape{out}, nil
+}
+
+// reduceRule infers ReduceSum, ReduceMean and ReduceSumSquare: axes are
+// an attribute, or the second input for ReduceSum from opset 13 and the
+// others from 18; no axes reduce every axis unless noop_with_empty_axes.
+func reduceRule(s *inference, n *onnxpb.NodeProto) ([]Shape, error) {
+	x, err := s.in(n, 0)
+	if err != nil {
+		return nil, err
+	}
+	axes := AttrInts(n, "axes")
+	fromInput := s.opset >= 18 || (n.GetOpType() == OpReduceSum && s.opset >= 13)
+	if fromInput && len(n.GetInput()) > 1 && n.GetInput()[1] != "" {
+		v, ok := s.value(n, 1)
+		if !ok {
+			return nil, fmt.Errorf("axes %q are not a constant", n.GetInput()[1])
+		}
+		for _, d := range v {
+			axes = append(axes, d.Size)
+		}
+	}
+	if len(axes) == 0 {
+		if AttrInt(n, "noop_with_empty_axes", 0) != 0 {
+			return []Shape{x}, nil
+		}
+		for i := range x {
+			axes = append(axes, int64(i))
+		}
+	}
+	reduced := make([]bool, len(x))
+	for _, a := range axes {
+		i, err := normAxis(a, len(x))
+		if err != nil {
+			return nil, err
+		}
+		reduced[i] = true
+	}
+	keep := AttrInt(n, "keepdims", 1) != 0
+	out := Shape{}
+	for i, d := range x {
+		switch {
+		case !reduced[i]:
+			out = append(out, d)
+		case keep:
+			out = append(out, Dim{Size: 1})
+		}
+	}
+	return []Shape{out}, nil
+}
+
+// transposeRule permutes the dimensions (reversed without a perm).
+func transposeRule(s *inference, n *onnxpb.NodeProto) ([]Shape, error) {
+	x, err := s.in(n, 0)
+	if err != nil {
+		return nil, err
+	}
+	perm := AttrInts(n, "perm")
+	if perm == nil {
+		for i := len(x) - 1; i >= 0; i-- {
+			perm = append(perm, int64(i))
+		}
+	}
+	if len(perm) != len(x) {
+		return nil, fmt.Errorf("perm %v does not fit rank %d", perm, len(x))
+	}
+	out := make(Shape, len(x))
+	seen := make([]bool, len(x))
+	for i, p := range perm {
+		if p < 0 || p >= int64(len(x)) || seen[p] {
+			return nil, fmt.Errorf("perm %v is not a permutation", perm)
+		}
+		seen[p] = true
+		out[i] = x[p]
 	}
 	return []Shape{out}, nil
 }

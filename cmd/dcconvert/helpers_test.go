@@ -77,3 +77,20 @@ func dirEntries(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// checkParse fails the test unless err is what a flag-parsing case wants:
+// a usage error containing wantErr when that is not empty, else no error.
+// It reports whether the case expected an error, so the caller stops.
+func checkParse(t *testing.T, err error, wantErr string) (stop bool) {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !isUsageError(err) || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error = %v, want a usage error containing %q", err, wantErr)
+		}
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
+}

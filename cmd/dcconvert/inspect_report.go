@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dcconvert/dcconvert/dcnet"
 	"github.com/dcconvert/dcconvert/internal/onnxpb"
 	"github.com/dcconvert/dcconvert/onnximport"
+	"github.com/dcconvert/dcconvert/rewrite"
 )
 
 // InspectSchema is the version of the layout of InspectReport's JSON form.
@@ -69,6 +71,8 @@ type InspectReport struct {
 	Convs []InspectConv `json:"convs"`
 	// Rewritable is the number of Convs that can be rewritten.
 	Rewritable int `json:"rewritable"`
+	// Decoupled is the number of decoupled convolutions.
+	Decoupled int `json:"decoupled"`
 	// Parameters is the number of elements of every floating-point
 	// initializer (float, double, float16, bfloat16), counted from the
 	// dimensions. It includes BatchNormalization running statistics, which
@@ -150,8 +154,27 @@ type InspectConv struct {
 	// as an initializer.
 	Rewritable bool `json:"rewritable"`
 	// Reason says why the node is not rewritable, problems separated by
-	// "; "; empty when it is.
+	// "; "; empty when it is or when the node is already decoupled.
 	Reason string `json:"reason"`
+	// Decoupled describes a decoupled convolution; null for a plain Conv.
+	Decoupled *InspectDecoupled `json:"decoupled"`
+}
+
+// InspectDecoupled is the configuration of a decoupled convolution.
+type InspectDecoupled struct {
+	// OpType is the node's op type, DecoupledConv_<key>.
+	OpType string `json:"op_type"`
+	// Operator is the configuration in short form, e.g. "ball(rho=learn) x
+	// cos".
+	Operator string `json:"operator"`
+	// Config is the configuration as in metadata ai.dcnet.layers.
+	Config *dcnet.LayerInfo `json:"config"`
+	// Calibrated is false for a learnable radius whose RhoScale has not
+	// been estimated from data yet.
+	Calibrated bool `json:"calibrated"`
+	// Error says why the configuration could not be read; empty when it
+	// could.
+	Error string `json:"error,omitempty"`
 }
 
 // Where a value's shape comes from (InspectValue.ShapeFrom).
@@ -188,9 +211,7 @@ func newInspectReport(file string, m *onnximport.Model) *InspectReport {
 	r.Parameters = floatParameters(g)
 	inits := m.Initializers()
 
-	graphInputs := map[string]bool{}
 	for _, in := range g.GetInput() {
-		graphInputs[in.GetName()] = true
 		if _, ok := inits[in.GetName()]; ok {
 			continue
 		}
@@ -214,11 +235,28 @@ func newInspectReport(file string, m *onnximport.Model) *InspectReport {
 		r.Outputs = append(r.Outputs, v)
 	}
 
+	constants := map[string]bool{} // outputs of Constant nodes
+	for _, n := range g.GetNode() {
+		if n.GetOpType() == onnximport.OpConstant && len(n.GetOutput()) > 0 {
+			constants[n.GetOutput()[0]] = true
+		}
+	}
+	uncalibrated := map[string]bool{}
+	if v, ok := rewrite.Metadata(p, dcnet.MetaUncalibrated); ok {
+		for _, name := range strings.Split(v, ",") {
+			uncalibrated[name] = true
+		}
+	}
 	for i, n := range g.GetNode() {
-		if n.GetOpType() != onnximport.OpConv {
+		decoupled := onnximport.IsDecoupledConv(n)
+		if !decoupled && (n.GetOpType() != onnximport.OpConv || !onnximport.IsDefaultDomain(n.GetDomain())) {
 			continue
 		}
-		c := inspectConv(i, n, shapes, inits, graphInputs)
+		c := inspectConv(i, n, m, shapes, inits)
+		if decoupled {
+			c.Decoupled = inspectDecoupled(n, uncalibrated, constants)
+			r.Decoupled++
+		}
 		if c.Rewritable {
 			r.Rewritable++
 		}
@@ -275,7 +313,7 @@ func opName(n *onnxpb.NodeProto) string {
 }
 
 // inspectConv describes the Conv node n, the i-th node of the graph.
-func inspectConv(i int, n *onnxpb.NodeProto, shapes onnximport.Shapes, inits map[string]*onnxpb.TensorProto, graphInputs map[string]bool) InspectConv {
+func inspectConv(i int, n *onnxpb.NodeProto, m *onnximport.Model, shapes onnximport.Shapes, inits map[string]*onnxpb.TensorProto) InspectConv {
 	c := InspectConv{
 		Name:    n.GetName(),
 		Group:   onnximport.AttrInt(n, "group", 1),
@@ -303,31 +341,9 @@ func inspectConv(i int, n *onnxpb.NodeProto, shapes onnximport.Shapes, inits map
 		w = Shape(onnximport.ShapeOf(t.GetDims()...))
 	}
 
-	var reasons []string
-	if d := n.GetDomain(); !onnximport.IsDefaultDomain(d) {
-		reasons = append(reasons, fmt.Sprintf("domain %q is not the default ONNX domain", d))
-	}
-	if c.Group != 1 {
-		reasons = append(reasons, fmt.Sprintf("group %d (grouped and depthwise convolutions stay plain)", c.Group))
-	}
-	switch _, isInit := inits[c.Weight]; {
-	case c.Weight == "":
-		reasons = append(reasons, "the weight input is missing")
-	case isInit:
-	case graphInputs[c.Weight]:
-		reasons = append(reasons, fmt.Sprintf("weight %q is a graph input, not an initializer", c.Weight))
-	default:
-		reasons = append(reasons, fmt.Sprintf("weight %q is computed, not an initializer", c.Weight))
-	}
-	switch {
-	case w == nil:
-		reasons = append(reasons, "the weight's shape is not known")
-	case len(w) != 4:
-		if len(w) >= 3 {
-			reasons = append(reasons, fmt.Sprintf("%d-D convolution (only 2-D convolutions are rewritten)", len(w)-2))
-		} else {
-			reasons = append(reasons, fmt.Sprintf("weight has rank %d", len(w)))
-		}
+	reasons := rewrite.Problems(m, n)
+	if onnximport.IsDecoupledConv(n) {
+		reasons = nil // reported as decoupled instead
 	}
 
 	// Geometry.
@@ -382,9 +398,28 @@ func inspectConv(i int, n *onnxpb.NodeProto, shapes onnximport.Shapes, inits map
 		}
 	}
 
-	c.Rewritable = len(reasons) == 0
+	c.Rewritable = len(reasons) == 0 && !onnximport.IsDecoupledConv(n)
 	c.Reason = strings.Join(reasons, "; ")
 	return c
+}
+
+// inspectDecoupled describes the configuration of a decoupled node.
+func inspectDecoupled(n *onnxpb.NodeProto, uncalibrated, constants map[string]bool) *InspectDecoupled {
+	d := &InspectDecoupled{OpType: n.GetOpType()}
+	cfg, err := dcnet.FromNode(n)
+	if err != nil {
+		d.Error = err.Error()
+		return d
+	}
+	// An output scale fed by a Constant (the neutral ones a rewrite adds
+	// before a learnable radius) is not a trained scale.
+	if in := n.GetInput(); cfg.ChannelScale && len(in) > dcnet.IndexAlpha && constants[in[dcnet.IndexAlpha]] {
+		cfg.ChannelScale = false
+	}
+	info := dcnet.LayerInfoOf(cfg)
+	d.Operator, d.Config = cfg.Summary(), &info
+	d.Calibrated = !(cfg.LearnRho && uncalibrated[n.GetName()])
+	return d
 }
 
 // elemType names the element type of a value declared as a tensor.

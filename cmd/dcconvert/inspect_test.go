@@ -52,14 +52,8 @@ func TestInspectFlags(t *testing.T) {
 			root, err := parseArgs(tt.args, func(r *rootOptions) *cobra.Command {
 				return newInspectCmd(r, func(o *inspectOptions) error { got = o; return nil })
 			})
-			if tt.wantErr != "" {
-				if err == nil || !isUsageError(err) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error = %v, want a usage error containing %q", err, tt.wantErr)
-				}
+			if checkParse(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			p := parsed{Model: got.Model, JSON: got.JSON, Verbose: root.Verbose, Quiet: root.Quiet}
 			if diff := cmp.Diff(tt.want, p); diff != "" {

@@ -30,7 +30,7 @@ func writeInspectText(w io.Writer, r *InspectReport) error {
 	p("opsets:\t%s", strings.Join(opsets, ", "))
 	p("graph:\t%s", orDash(r.Graph))
 	p("nodes:\t%d", r.Nodes)
-	p("convolutions:\t%d, %d rewritable", len(r.Convs), r.Rewritable)
+	p("convolutions:\t%d, %d rewritable, %d decoupled", len(r.Convs), r.Rewritable, r.Decoupled)
 	p("parameters:\t%s (elements of floating-point initializers)", groupDigits(r.Parameters))
 	if err := tw.Flush(); err != nil {
 		return err
@@ -66,7 +66,15 @@ func writeInspectText(w io.Writer, r *InspectReport) error {
 		p("  NAME\tIN\tOUT\tKERNEL\tSTRIDES\tPADS\tDILATIONS\tGROUP\tPARAMS\tOUTPUT\tREWRITABLE")
 		for _, c := range r.Convs {
 			rw := "yes"
-			if !c.Rewritable {
+			switch {
+			case c.Decoupled != nil && c.Decoupled.Error != "":
+				rw = "decoupled: " + c.Decoupled.Error
+			case c.Decoupled != nil:
+				rw = "decoupled: " + c.Decoupled.Operator
+				if !c.Decoupled.Calibrated {
+					rw += ", uncalibrated"
+				}
+			case !c.Rewritable:
 				rw = "no: " + c.Reason
 			}
 			p("  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", c.Name,

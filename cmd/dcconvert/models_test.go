@@ -85,14 +85,8 @@ func TestModelsFlags(t *testing.T) {
 			root, err := parseArgs(args, func(r *rootOptions) *cobra.Command {
 				return newModelsCmd(r, func(o *modelsOptions) error { got = o; return nil })
 			})
-			if tt.wantErr != "" {
-				if err == nil || !isUsageError(err) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error = %v, want a usage error containing %q", err, tt.wantErr)
-				}
+			if checkParse(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			p := parsed{Name: got.Name, Out: got.Out, Config: got.Config, Quiet: root.Quiet}
 			if diff := cmp.Diff(tt.want, p); diff != "" {

@@ -58,6 +58,7 @@ func newRootCmd(streams iostreams) *cobra.Command {
 	cmd.AddCommand(
 		newInspectCmd(opts, nil),
 		newModelsCmd(opts, nil),
+		newRewriteCmd(opts, nil),
 	)
 	return cmd
 }
