@@ -239,7 +239,7 @@ func writeRewriteReport(opts *rewriteOptions, r *rewrite.Report, m *onnximport.M
 		fmt.Fprintf(w, "warning: layer %q kept as it was: %s\n", s.Name, s.Reason)
 	}
 	if n := len(r.Uncalibrated); n > 0 {
-		fmt.Fprintf(w, "note: %d %s a learnable radius with RhoScale 1, not yet calibrated (listed in %s); fine-tuning estimates it from the data\n",
+		fmt.Fprintf(w, "note: %d %s a learnable radius that is not calibrated yet: its patch-norm scale RhoScale is 1 until estimated from data (the layers are listed in metadata %s)\n",
 			n, plural(n, "layer has", "layers have"), dcnet.MetaUncalibrated)
 	}
 	form := "function form"
