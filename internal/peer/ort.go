@@ -175,7 +175,9 @@ func (r *Runtime) Run(modelPath string, inputs map[string]Tensor) (map[string]Te
 		Inputs []tensorFile `json:"inputs"`
 	}{Model: abs, Inputs: []tensorFile{}}
 	for i, name := range names {
-		f := tensorFile{Name: name, Dims: inputs[name].Dims, File: fmt.Sprintf("in_%d.bin", i)}
+		// A scalar's dims are [], not null.
+		dims := append([]int64{}, inputs[name].Dims...)
+		f := tensorFile{Name: name, Dims: dims, File: fmt.Sprintf("in_%d.bin", i)}
 		if err := writeTensor(filepath.Join(dir, f.File), inputs[name]); err != nil {
 			return nil, fmt.Errorf("onnx runtime: %s: input %q: %w", modelPath, name, err)
 		}
