@@ -42,5 +42,13 @@
 // functions the data reached. Tensors travel the same way as for ONNX
 // Runtime; one Python process serves each call.
 //
+// [TorchRunner.Train] evaluates the same graph in training mode on one
+// labelled batch and returns, by PyTorch autograd in float64, the
+// cross-entropy loss (optionally label-smoothed) and the gradient of every
+// trainable parameter, one per use of a shared initializer
+// ("INITIALIZER@NODE" for uses after the first); also the updated
+// BatchNormalization running statistics and, per decoupled node with a
+// learnable radius, the batch mean of N it used ([TorchTrainResult]).
+//
 // This package does not decode ONNX files itself.
 package peer

@@ -65,6 +65,38 @@ type DecoupledStats struct {
 	MinN, MaxN float64
 }
 
+// TorchTrainResult is the result of a training-mode reference run
+// ([TorchRunner.Train]).
+type TorchTrainResult struct {
+	// Loss is the batch mean of the (label-smoothed) cross-entropy.
+	Loss float64
+	// Grads holds d Loss / d parameter for every use of a trainable float
+	// initializer: Conv W and B; Gemm A, B and C; MatMul A and B;
+	// BatchNormalization scale and B; decoupled W, B, Alpha and RhoV; an
+	// Add operand whose other operand is computed from the inputs (a
+	// bias); directly or through Identity nodes. The first use in node
+	// order is keyed by the initializer's name, each later use by
+	// "INITIALIZER@NODE", NODE the consuming node's name, or "#I" for an
+	// unnamed node, I its 0-based index in the graph.
+	Grads map[string]Tensor
+	// Running holds each BatchNormalization's updated running mean and
+	// variance, momentum * running + (1 - momentum) * batch statistic
+	// (population variance), keyed by the running statistic's initializer
+	// name, later uses as for Grads.
+	Running map[string]Tensor
+	// RhoBatch holds, per decoupled node with a learnable radius (by node
+	// name as in TorchResult.Stats), the mean m of the patch norm N over
+	// the batch and every output location, padded borders included.
+	RhoBatch map[string]float64
+	// Outputs holds every graph output of the training-mode forward pass,
+	// converted to float32.
+	Outputs map[string]Tensor
+	// Stats holds the decoupled nodes' statistics of the training-mode
+	// forward pass (rho from the batch mean m where the radius is
+	// learnable).
+	Stats map[string]DecoupledStats
+}
+
 // TorchOptions changes how [TorchRunner.RunWith] evaluates a model.
 type TorchOptions struct {
 	// Float32 computes in float32 instead of float64.
@@ -104,16 +136,61 @@ func (r *TorchRunner) RunWith(modelPath string, inputs map[string]Tensor, opts T
 	return res[0].result, res[0].err
 }
 
-// torchJob is one model evaluation of a request.
+// Train runs the model at path in training mode on one batch with integer
+// labels (one per sample, in [0, classes)) and label smoothing eps in
+// [0, 1], in float64, and returns the loss, the gradient of every
+// parameter, the updated running statistics and the batch radius scales.
+//
+// Training mode differs from [TorchRunner.Run] in three places:
+// BatchNormalization normalises with the batch mean and population
+// variance (gradients flow through them); a decoupled convolution with a
+// learnable radius uses rho_c = (RhoV_c^2 + 1e-4) * m with m the batch mean
+// of N (gradients flow through m; RhoScale is not used); Dropout is the
+// identity whatever its ratio. The logits are the first graph output, or
+// the input of the Softmax node computing it; the loss is the batch mean of
+// (1 - eps) * -log softmax(logits)[label] + eps * mean over classes of
+// -log softmax(logits). Errors name the model file.
+func (r *TorchRunner) Train(modelPath string, inputs map[string]Tensor, labels []int, labelSmoothing float64) (*TorchTrainResult, error) {
+	res, err := r.runJobs([]torchJob{{model: modelPath, inputs: inputs,
+		train: &torchTrain{labels: labels, smoothing: labelSmoothing}}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].train, res[0].err
+}
+
+// torchJob is one model evaluation of a request: inference, or training
+// when train is set.
 type torchJob struct {
 	model  string
 	inputs map[string]Tensor
 	opts   TorchOptions
+	train  *torchTrain
 }
 
-// torchJobResult is the outcome of one job: a result or the job's error.
+// torchTrain is what a training job adds: labels, label smoothing and the
+// initializer entries to take finite differences of the loss for.
+type torchTrain struct {
+	labels    []int
+	smoothing float64
+	fdStep    float64
+	probes    []fdProbe
+}
+
+// fdProbe names one initializer entry (flat index) for a central finite
+// difference of the training loss; the entry moves wherever the
+// initializer is used.
+type fdProbe struct {
+	Init  string `json:"init"`
+	Index int    `json:"index"`
+}
+
+// torchJobResult is the outcome of one job: a result (result for
+// inference, train and fd for training) or the job's error.
 type torchJobResult struct {
 	result *TorchResult
+	train  *TorchTrainResult
+	fd     []float64 // one finite difference per probe
 	err    error
 }
 
@@ -146,10 +223,15 @@ func (r *TorchRunner) runJobs(jobs []torchJob) ([]torchJobResult, error) {
 	defer os.RemoveAll(dir)
 
 	type jobJSON struct {
-		Model         string       `json:"model"`
-		DType         string       `json:"dtype"`
-		Intermediates bool         `json:"intermediates"`
-		Inputs        []tensorFile `json:"inputs"`
+		Model          string       `json:"model"`
+		DType          string       `json:"dtype"`
+		Mode           string       `json:"mode"`
+		Intermediates  bool         `json:"intermediates"`
+		Labels         []int        `json:"labels,omitempty"`
+		LabelSmoothing float64      `json:"label_smoothing,omitempty"`
+		FDStep         float64      `json:"fd_step,omitempty"`
+		FDProbes       []fdProbe    `json:"fd_probes,omitempty"`
+		Inputs         []tensorFile `json:"inputs"`
 	}
 	var req struct {
 		Jobs []jobJSON `json:"jobs"`
@@ -159,9 +241,19 @@ func (r *TorchRunner) runJobs(jobs []torchJob) ([]torchJobResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("torch reference: %s: %w", job.model, err)
 		}
-		jj := jobJSON{Model: abs, DType: "float64", Intermediates: job.opts.Intermediates, Inputs: []tensorFile{}}
+		jj := jobJSON{Model: abs, DType: "float64", Mode: "run", Intermediates: job.opts.Intermediates, Inputs: []tensorFile{}}
 		if job.opts.Float32 {
 			jj.DType = "float32"
+		}
+		if tr := job.train; tr != nil {
+			if len(tr.labels) == 0 {
+				return nil, fmt.Errorf("torch reference: %s: training needs labels, one per sample", job.model)
+			}
+			if !(tr.smoothing >= 0 && tr.smoothing <= 1) {
+				return nil, fmt.Errorf("torch reference: %s: label smoothing %g is not in [0, 1]", job.model, tr.smoothing)
+			}
+			jj.Mode, jj.Labels, jj.LabelSmoothing = "train", tr.labels, tr.smoothing
+			jj.FDStep, jj.FDProbes = tr.fdStep, tr.probes
 		}
 		names := make([]string, 0, len(job.inputs))
 		for name := range job.inputs {
@@ -197,10 +289,15 @@ func (r *TorchRunner) runJobs(jobs []torchJob) ([]torchJobResult, error) {
 	}
 	var resp struct {
 		Jobs []struct {
-			Error   string                    `json:"error"`
-			Outputs []tensorFile              `json:"outputs"`
-			Values  []tensorFile              `json:"values"`
-			Stats   map[string]torchStatsJSON `json:"stats"`
+			Error    string                    `json:"error"`
+			Outputs  []tensorFile              `json:"outputs"`
+			Values   []tensorFile              `json:"values"`
+			Stats    map[string]torchStatsJSON `json:"stats"`
+			Loss     float64                   `json:"loss"`
+			Grads    []tensorFile              `json:"grads"`
+			Running  []tensorFile              `json:"running"`
+			RhoBatch map[string]float64        `json:"rho_batch"`
+			FD       []float64                 `json:"fd"`
 		} `json:"jobs"`
 	}
 	if err := json.Unmarshal(respJSON, &resp); err != nil {
@@ -216,19 +313,42 @@ func (r *TorchRunner) runJobs(jobs []torchJob) ([]torchJobResult, error) {
 			results[j].err = fmt.Errorf("torch reference: running %s: %s", model, rj.Error)
 			continue
 		}
-		res := &TorchResult{Stats: make(map[string]DecoupledStats, len(rj.Stats))}
-		if res.Outputs, err = readTensorFiles(dir, rj.Outputs); err != nil {
+		stats := make(map[string]DecoupledStats, len(rj.Stats))
+		for name, s := range rj.Stats {
+			stats[name] = DecoupledStats(s)
+		}
+		outputs, err := readTensorFiles(dir, rj.Outputs)
+		if err != nil {
 			results[j].err = fmt.Errorf("torch reference: %s: output %w", model, err)
 			continue
 		}
+		if jobs[j].train != nil {
+			tr := &TorchTrainResult{Loss: rj.Loss, RhoBatch: rj.RhoBatch, Outputs: outputs, Stats: stats}
+			if tr.RhoBatch == nil {
+				tr.RhoBatch = map[string]float64{}
+			}
+			if tr.Grads, err = readTensorFiles(dir, rj.Grads); err != nil {
+				results[j].err = fmt.Errorf("torch reference: %s: gradient %w", model, err)
+				continue
+			}
+			if tr.Running, err = readTensorFiles(dir, rj.Running); err != nil {
+				results[j].err = fmt.Errorf("torch reference: %s: running statistic %w", model, err)
+				continue
+			}
+			if len(rj.FD) != len(jobs[j].train.probes) {
+				results[j].err = fmt.Errorf("torch reference: %s: %d finite differences for %d probes",
+					model, len(rj.FD), len(jobs[j].train.probes))
+				continue
+			}
+			results[j].train, results[j].fd = tr, rj.FD
+			continue
+		}
+		res := &TorchResult{Outputs: outputs, Stats: stats}
 		if rj.Values != nil {
 			if res.Values, err = readTensorFiles(dir, rj.Values); err != nil {
 				results[j].err = fmt.Errorf("torch reference: %s: value %w", model, err)
 				continue
 			}
-		}
-		for name, s := range rj.Stats {
-			res.Stats[name] = DecoupledStats(s)
 		}
 		results[j].result = res
 	}

@@ -139,9 +139,12 @@ func (g convGeom) resolved(inH, inW, kH, kW int) (pads [4]int, strides, dilation
 }
 
 // dcInputs holds a decoupled convolution's optional inputs; nil is absent.
+// rhoM, when positive, replaces RhoScale in rho_c = (v_c^2 + 1e-4) *
+// RhoScale: the batch mean of N that training uses, in float64.
 type dcInputs struct {
 	bias, scale, rhoV []float32
 	rhoScale          *float32
+	rhoM              float64
 }
 
 // dcRef is what the direct-loop reference computes.
@@ -211,8 +214,22 @@ func weighting(c dcConfig, wn float64) float64 {
 // loops in float64, for x [B, Cin, H, W] and w [C, Cin, kH, kW]. The float32
 // attributes are rounded as a model stores them.
 func naiveDecoupled(x, w Tensor, in dcInputs, c dcConfig, g convGeom) dcRef {
+	return naiveDecoupled64(toFloat64(x.Data), x.Dims, w, in, c, g)
+}
+
+// toFloat64 widens float32 values.
+func toFloat64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// naiveDecoupled64 is naiveDecoupled for a float64 input x of shape xDims.
+func naiveDecoupled64(x []float64, xDims []int64, w Tensor, in dcInputs, c dcConfig, g convGeom) dcRef {
 	c = c.float32Rounded()
-	bN, cin, h, wd := int(x.Dims[0]), int(x.Dims[1]), int(x.Dims[2]), int(x.Dims[3])
+	bN, cin, h, wd := int(xDims[0]), int(xDims[1]), int(xDims[2]), int(xDims[3])
 	cout, kH, kW := int(w.Dims[0]), int(w.Dims[2]), int(w.Dims[3])
 	pads, s, d := g.resolved(h, wd, kH, kW)
 	oh := (h+pads[0]+pads[2]-(kH-1)*d[0]-1)/s[0] + 1
@@ -233,10 +250,14 @@ func naiveDecoupled(x, w Tensor, in dcInputs, c dcConfig, g convGeom) dcRef {
 	if needsRho(c.magnitude) {
 		ref.rho = make([]float64, cout)
 		for co := range cout {
-			if in.rhoV != nil {
+			switch {
+			case in.rhoV != nil && in.rhoM > 0:
+				v := float64(in.rhoV[co])
+				ref.rho[co] = (v*v + rhoVEps) * in.rhoM
+			case in.rhoV != nil:
 				v := float64(in.rhoV[co])
 				ref.rho[co] = (v*v + rhoVEps) * float64(*in.rhoScale)
-			} else {
+			default:
 				ref.rho[co] = c.rho
 			}
 		}
@@ -245,7 +266,7 @@ func naiveDecoupled(x, w Tensor, in dcInputs, c dcConfig, g convGeom) dcRef {
 		if i < 0 || i >= h || j < 0 || j >= wd {
 			return 0
 		}
-		return float64(x.Data[((b*cin+ci)*h+i)*wd+j])
+		return x[((b*cin+ci)*h+i)*wd+j]
 	}
 	for b := range bN {
 		for i := range oh {

@@ -9,7 +9,7 @@ straight from the formulas of DCNET.md, section 1: the configuration is read
 only from the node's attributes and its inputs by position, never from the op
 type's name or a FunctionProto the model may carry. Every computation uses
 autograd-capable torch operations, so the same functions can produce
-gradients (see the gradcheck mode).
+gradients (see the gradcheck mode and the train jobs).
 
 Usage (Debian 12's /usr/bin/python3, which sees python3-torch and
 python3-onnx):
@@ -26,7 +26,10 @@ python3-onnx):
 REQUEST_JSON:
 
     {"jobs": [{"model": PATH, "dtype": "float64" | "float32",
-               "intermediates": BOOL,
+               "mode": "run" (default) | "train",
+               "intermediates": BOOL,                    (run only)
+               "labels": [INT], "label_smoothing": EPS,  (train only)
+               "fd_step": H, "fd_probes": [{"init", "index"}],  (train only)
                "inputs": [{"name", "dims", "file"}]}]}
 
 Each input file holds the tensor's values as little-endian float32 (the format
@@ -43,6 +46,55 @@ response, response.json:
 with every tensor written back as little-endian float32, whatever its type.
 A job's failure (unsupported operator, bad attribute, missing input) is its
 own "error" entry; the other jobs still run.
+
+A "train" job evaluates the graph in training mode on one batch with integer
+labels and returns the loss and its gradient with respect to every trainable
+parameter, by PyTorch autograd:
+
+    {"loss": FLOAT,
+     "grads": [...],      (one tensor per parameter use, see below)
+     "running": [...],    (updated BatchNormalization running statistics)
+     "rho_batch": {NODE: FLOAT},
+     "outputs": [...], "stats": {NODE: {...}},
+     "fd": [FLOAT]}       (with "fd_probes")
+
+Training mode differs from inference in three places:
+
+- BatchNormalization normalises with the batch statistics (mean and
+  population variance over every axis but 1), and gradients flow through
+  them. Its running statistics are not used; their updated values,
+  momentum * running + (1 - momentum) * batch statistic (population
+  variance; momentum attribute, default 0.9), are reported under the
+  running mean's and running variance's initializer names.
+- A decoupled convolution with a learnable radius (RhoV and RhoScale given)
+  uses rho_c = (RhoV_c^2 + 1e-4) * m, m the mean of N over the batch and every
+  output location, padded borders included (DCNET.md section 2); gradients
+  flow through m, RhoScale is not used, and m is reported per node.
+- Dropout is the identity whatever its ratio and training_mode: the models
+  this reference trains have no active dropout, and a random mask could not
+  be reproduced by another implementation anyway.
+
+The logits are the first graph output, or the input of the Softmax node
+that computes it. The loss is the batch mean of
+(1 - EPS) * -log softmax(logits)[label] + EPS * mean over classes of
+-log softmax(logits), EPS the label smoothing (default 0).
+
+Trainable parameters are the float initializers consumed as Conv inputs W
+and B, Gemm inputs A, B and C, MatMul inputs A and B, BatchNormalization
+scale and B, decoupled convolution inputs W, B, Alpha and RhoV, and either
+operand of an Add whose other operand is computed from the fed inputs (a
+bias, as after a MatMul), directly or through a chain of Identity nodes.
+Running statistics and RhoScale are not. Each use of an initializer at such
+a position is a parameter of its own (a leaf tensor of its own): the first
+use, in node order, is named after the initializer, each later one
+"INITIALIZER@NODE" after the consuming node's name, or "INITIALIZER@#I" for
+an unnamed node, I its 0-based index in the graph. Running statistics are
+named the same way.
+
+"fd_probes" asks for central finite differences of the training loss, in
+the job's dtype, with respect to single entries (flat index) of
+initializers: the initializer's value is moved by +-H wherever it is used,
+so a shared initializer's difference is the sum of its uses' gradients.
 """
 
 import json
@@ -475,7 +527,10 @@ def op_div(ctx, node, inputs, attrs):
 
 def op_batch_normalization(ctx, node, inputs, attrs):
     """BatchNormalization in inference mode:
-    (x - mean) / sqrt(var + epsilon) * scale + B, per channel (axis 1)."""
+    (x - mean) / sqrt(var + epsilon) * scale + B, per channel (axis 1).
+    In a training run, batch_normalization_training instead."""
+    if ctx.training is not None:
+        return batch_normalization_training(ctx, node, inputs, attrs)
     single_output(node, "BatchNormalization")
     if attrs.get("training_mode", 0):
         raise RefError("BatchNormalization: training_mode is not supported")
@@ -488,10 +543,41 @@ def op_batch_normalization(ctx, node, inputs, attrs):
     return [(x - mean.reshape(shape)) * inv + bias.reshape(shape)]
 
 
+def batch_normalization_training(ctx, node, inputs, attrs):
+    """BatchNormalization in training mode: normalises with the batch mean
+    and population variance over every axis but 1 (gradients flow through
+    both), and records the updated running statistics
+    momentum * running + (1 - momentum) * batch statistic. Outputs past Y,
+    if asked for, are the updated running mean and variance."""
+    if any(o for o in node.output[3:]):
+        raise RefError("BatchNormalization: outputs past the running variance are not supported")
+    if attrs.get("spatial", 1) != 1:
+        raise RefError("BatchNormalization: spatial=0 is not supported")
+    x, scale, bias, mean, var = inputs[:5]
+    if x.dim() < 2:
+        raise RefError("BatchNormalization: input of rank %d" % x.dim())
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    axes = [0] + list(range(2, x.dim()))
+    eps = attrs.get("epsilon", 1e-5)
+    momentum = attrs.get("momentum", 0.9)
+    batch_mean = x.mean(dim=axes)
+    centred = x - batch_mean.reshape(shape)
+    batch_var = (centred * centred).mean(dim=axes)
+    y = centred / torch.sqrt(batch_var.reshape(shape) + eps) * scale.reshape(shape) + bias.reshape(shape)
+    new_mean = momentum * mean.detach() + (1 - momentum) * batch_mean.detach()
+    new_var = momentum * var.detach() + (1 - momentum) * batch_var.detach()
+    for pos, value in ((3, new_mean), (4, new_var)):
+        ctx.training.running[ctx.training.running_name(ctx.node_index, pos)] = value
+    return [y, new_mean, new_var]
+
+
 def op_dropout(ctx, node, inputs, attrs):
-    """Dropout at inference: the identity (mask all true)."""
+    """Dropout at inference: the identity (mask all true). In a training
+    run Dropout is the identity too, whatever its ratio and training_mode
+    (see the module's documentation)."""
     x = inputs[0]
-    if len(inputs) > 2 and inputs[2] is not None and bool(inputs[2].reshape(-1)[0]):
+    if (ctx.training is None and len(inputs) > 2 and inputs[2] is not None
+            and bool(inputs[2].reshape(-1)[0])):
         raise RefError("Dropout: training_mode is not supported")
     outs = [x]
     if len(node.output) > 1:
@@ -812,12 +898,15 @@ def decoupled_config(attrs, learnable):
 
 
 def decoupled_conv(x, w, b, scale, rho_v, rho_scale, cfg, pads_begin, pads_end,
-                   strides, dilations):
+                   strides, dilations, batch_rho=False):
     """Evaluates y = A_c h(N) m(|w|_c) g(theta) + b_c (DCNET.md, section 1).
 
     x is [B, Cin, *spatial], w [C, Cin, *kernel]; b, scale (A) and rho_v are
-    [C] or None; rho_scale is a one-element tensor or None. Returns y and a
-    dict of the intermediate values (N, P, cos, theta, h, m, g, rho, w_norm).
+    [C] or None; rho_scale is a one-element tensor or None. With batch_rho
+    (training, DCNET.md section 2) a learnable radius uses the mean of N over
+    the batch and every output location in place of rho_scale, gradients
+    flowing through it. Returns y and a dict of the intermediate values (N,
+    P, cos, theta, h, m, g, rho, w_norm, and rho_m: that mean).
     """
     eps = cfg["eps"]
     c_out = w.shape[0]
@@ -836,7 +925,10 @@ def decoupled_conv(x, w, b, scale, rho_v, rho_scale, cfg, pads_begin, pads_end,
 
     rho = None
     if cfg["magnitude"] in NEEDS_RHO:
-        if rho_v is not None:
+        if rho_v is not None and batch_rho:
+            rho_m = n.mean()
+            rho = ((rho_v * rho_v + RHO_V_EPS) * rho_m).reshape(chan)
+        elif rho_v is not None:
             rho = ((rho_v * rho_v + RHO_V_EPS) * rho_scale.reshape(())).reshape(chan)
         else:
             rho = torch.tensor(cfg["rho"], dtype=x.dtype)
@@ -854,6 +946,8 @@ def decoupled_conv(x, w, b, scale, rho_v, rho_scale, cfg, pads_begin, pads_end,
         parts["theta"] = theta
     if rho is not None:
         parts["rho"] = rho
+    if rho_v is not None and batch_rho and cfg["magnitude"] in NEEDS_RHO:
+        parts["rho_m"] = rho_m
     return y, parts
 
 
@@ -912,10 +1006,13 @@ def op_decoupled_conv(ctx, node, inputs, attrs):
         raise RefError("RhoScale has shape %s, want a scalar" % list(rho_scale.shape))
     kernel = conv_kernel(w, attrs, node.op_type)
     begin, end, strides, dilations = geometry(x.shape, kernel, attrs, node.op_type)
+    training = ctx.training is not None and rho_v is not None
     y, parts = decoupled_conv(x, w, b, scale, rho_v, rho_scale, cfg, begin, end,
-                              strides, dilations)
+                              strides, dilations, batch_rho=training)
     key = node_key(node)
     ctx.stats[key] = decoupled_stats(cfg, y, parts)
+    if "rho_m" in parts:
+        ctx.training.rho_batch[key] = float(parts["rho_m"])
     if ctx.values is not None:
         for name, t in parts.items():
             ctx.values["%s/%s" % (key, name)] = t
@@ -927,13 +1024,17 @@ def op_decoupled_conv(ctx, node, inputs, attrs):
 
 
 class Context:
-    """The state of one model's evaluation."""
+    """The state of one model's evaluation. training is None at inference,
+    a Training in a training run; node_index is the index of the node being
+    evaluated."""
 
-    def __init__(self, dtype, opset, keep_values):
+    def __init__(self, dtype, opset, keep_values, training=None):
         self.dtype = dtype
         self.opset = opset
         self.stats = {}
         self.values = {} if keep_values else None
+        self.training = training
+        self.node_index = -1
 
 
 def node_key(node):
@@ -966,18 +1067,23 @@ def input_dtype(value_info, compute):
     return onnx_elem_dtype(tt.elem_type, compute)
 
 
-def evaluate(model, feeds, dtype, keep_values):
+def evaluate(model, feeds, dtype, keep_values, training=None):
     """Evaluates model's main graph on feeds (name -> float64 numpy array).
 
     Returns (outputs, stats, values): graph outputs by name, decoupled
     statistics by node, and (keep_values) every node output and decoupled
-    intermediate by name.
+    intermediate by name. A training run passes a Training: it supplies the
+    initializers' values and the parameter leaves, collects what training
+    mode reports, and receives the logits.
     """
     graph = model.graph
-    ctx = Context(dtype, default_opset(model), keep_values)
+    ctx = Context(dtype, default_opset(model), keep_values, training)
     env = {}
     for init in graph.initializer:
-        env[init.name] = tensor_from_proto(init, dtype)
+        if training is not None and init.name in training.init_values:
+            env[init.name] = training.init_values[init.name]
+        else:
+            env[init.name] = tensor_from_proto(init, dtype)
     declared = {vi.name: vi for vi in graph.input}
     for name in feeds:
         if name not in declared:
@@ -992,15 +1098,18 @@ def evaluate(model, feeds, dtype, keep_values):
         elif name not in env:
             raise RefError("input %s is not fed" % q(name))
 
-    for node in graph.node:
+    for index, node in enumerate(graph.node):
         where = "node %s (%s%s)" % (q(node.name), node.domain + "." if node.domain else "", node.op_type)
         fn = operator_for(node)
         if fn is None:
             raise RefError("%s: operator is not supported" % where)
+        ctx.node_index = index
         ins = []
-        for name in node.input:
+        for pos, name in enumerate(node.input):
             if not name:
                 ins.append(None)
+            elif training is not None and (index, pos) in training.leaves:
+                ins.append(training.leaves[(index, pos)])
             elif name in env:
                 ins.append(env[name])
             else:
@@ -1022,7 +1131,276 @@ def evaluate(model, feeds, dtype, keep_values):
         if vi.name not in env:
             raise RefError("graph output %s is never computed" % q(vi.name))
         outputs[vi.name] = env[vi.name]
+    if training is not None:
+        if training.logits_name not in env:
+            raise RefError("logits %s are never computed" % q(training.logits_name))
+        training.logits = env[training.logits_name]
     return outputs, ctx.stats, ctx.values
+
+
+# ---------------------------------------------------------------------------
+# Training mode: loss, parameter gradients, running statistics
+
+FLOAT_ELEM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                    onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+# Input positions of the default-domain operators whose float initializers
+# are trainable parameters.
+TRAINABLE_INPUTS = {
+    "Conv": (1, 2),
+    "Gemm": (0, 1, 2),
+    "MatMul": (0, 1),
+    "BatchNormalization": (1, 2),
+}
+# A decoupled convolution's trainable inputs (not RhoScale).
+DECOUPLED_TRAINABLE = (IN_W, IN_B, IN_ALPHA, IN_RHO_V)
+# BatchNormalization's running mean and variance.
+RUNNING_INPUTS = (3, 4)
+
+
+class Use:
+    """One use of an initializer at a parameter or running-statistic
+    position: node index, input position, the initializer (root) and the
+    name the use is reported under."""
+
+    def __init__(self, index, pos, root, name):
+        self.index = index
+        self.pos = pos
+        self.root = root
+        self.name = name
+
+
+class Training:
+    """The state a training run shares with evaluate and the operators.
+
+    init_values holds the float initializers' values; leaves maps (node
+    index, input position) to the tensor fed there in place of the
+    initializer (a parameter leaf); running_names maps a BatchNormalization's
+    (node index, 3 or 4) to the name its updated statistic is reported
+    under. evaluate fills running, rho_batch and logits.
+    """
+
+    def __init__(self, init_values, leaves, running_names, logits_name):
+        self.init_values = init_values
+        self.leaves = leaves
+        self.running_names = running_names
+        self.logits_name = logits_name
+        self.running = {}
+        self.rho_batch = {}
+        self.logits = None
+
+    def running_name(self, index, pos):
+        """The name of the running statistic fed to input pos of node
+        index."""
+        return self.running_names[(index, pos)]
+
+
+def parameter_positions(node, computed):
+    """Returns (trainable positions, running-statistic positions) of a
+    node's inputs; computed holds the names of the values that depend on
+    the fed inputs (an Add's operand is a bias when the other one is
+    computed)."""
+    if node.domain == DCNET_DOMAIN and node.op_type.startswith(DECOUPLED_PREFIX):
+        return DECOUPLED_TRAINABLE, ()
+    if node.domain in DEFAULT_DOMAINS:
+        if node.op_type == "Add" and len(node.input) == 2:
+            return tuple(k for k in (0, 1) if node.input[1 - k] in computed), ()
+        running = RUNNING_INPUTS if node.op_type == "BatchNormalization" else ()
+        return TRAINABLE_INPUTS.get(node.op_type, ()), running
+    return (), ()
+
+
+def use_node_name(node, index):
+    """Names a node in "INITIALIZER@NODE": its name, or "#INDEX"."""
+    return node.name or "#%d" % index
+
+
+def parameter_uses(model, fed):
+    """Lists the parameter uses and running-statistic uses of a model's
+    graph, in node order, named as the module's documentation says.
+
+    An input reaches an initializer directly or through Identity nodes;
+    initializers that are fed as graph inputs are inputs, not parameters.
+    """
+    graph = model.graph
+    floats = {init.name for init in graph.initializer
+              if init.data_type in FLOAT_ELEM_TYPES and init.name not in fed}
+    identity = {}
+    for node in graph.node:
+        if node.domain in DEFAULT_DOMAINS and node.op_type == "Identity" and node.output:
+            identity[node.output[0]] = node.input[0]
+
+    def root(name):
+        seen = set()
+        while name in identity and name not in seen:
+            seen.add(name)
+            name = identity[name]
+        return name if name in floats else None
+
+    params, running = [], []
+    computed = set(fed)
+    for index, node in enumerate(graph.node):
+        trainable, stats = parameter_positions(node, computed)
+        if any(name in computed for name in node.input):
+            computed.update(o for o in node.output if o)
+        where = "node %s (%s)" % (q(node.name), node.op_type)
+        for positions, uses, what in ((trainable, params, "parameter"),
+                                      (stats, running, "running statistic")):
+            for pos in positions:
+                if pos >= len(node.input) or not node.input[pos]:
+                    continue
+                r = root(node.input[pos])
+                if r is None:
+                    if uses is running:
+                        raise RefError("%s: running statistic %s is not an initializer"
+                                       % (where, q(node.input[pos])))
+                    continue
+                name = r
+                if any(u.root == r for u in uses):
+                    name = "%s@%s" % (r, use_node_name(node, index))
+                if any(u.name == name for u in uses):
+                    raise RefError("%s: %s %s is used twice by the node" % (where, what, q(r)))
+                uses.append(Use(index, pos, r, name))
+    return params, running
+
+
+def logits_of(model):
+    """Returns (the name of the logits, the Softmax node that turns them
+    into the first graph output, or None)."""
+    graph = model.graph
+    if not graph.output:
+        raise RefError("the graph has no output")
+    out = graph.output[0].name
+    for node in graph.node:
+        if out in node.output:
+            if node.domain in DEFAULT_DOMAINS and node.op_type == "Softmax":
+                return node.input[0], node
+            break
+    return out, None
+
+
+def check_logits(ctx_opset, logits, softmax, labels):
+    """Checks that the logits are [batch, classes], that a final Softmax
+    works along the classes, and that the labels fit."""
+    if not float_like(logits.dtype) or logits.dim() != 2:
+        raise RefError("logits of type %s and shape %s, want floating [batch, classes]"
+                       % (str(logits.dtype).replace("torch.", ""), list(logits.shape)))
+    if softmax is not None:
+        attrs = node_attrs(softmax)
+        axis = attrs.get("axis", 1 if ctx_opset < 13 else -1)
+        if norm_axis(axis, 2) != 1:
+            raise RefError("the final Softmax %s works along axis %d, not the classes"
+                           % (q(softmax.name), axis))
+    batch, classes = logits.shape
+    if len(labels) != batch:
+        raise RefError("%d labels for a batch of %d" % (len(labels), batch))
+    for i, label in enumerate(labels):
+        if not 0 <= label < classes:
+            raise RefError("label %d of sample %d is not in [0, %d)" % (label, i, classes))
+
+
+def training_loss(logits, labels, smoothing):
+    """The batch mean of (1 - smoothing) * -log softmax(logits)[label] +
+    smoothing * mean over classes of -log softmax(logits)."""
+    logp = torch.log_softmax(logits, dim=1)
+    rows = torch.arange(logits.shape[0])
+    nll = -logp[rows, torch.tensor(labels, dtype=torch.int64)]
+    spread = -logp.mean(dim=1)
+    return ((1 - smoothing) * nll + smoothing * spread).mean()
+
+
+def read_labels(job):
+    """Reads and checks a train job's labels and label smoothing."""
+    labels = job.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise RefError("a training run needs labels, one per sample")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+        raise RefError("labels %s are not all integers" % labels)
+    smoothing = job.get("label_smoothing", 0.0)
+    if not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 1:
+        raise RefError("label smoothing %s is not in [0, 1]" % q(smoothing))
+    return labels, float(smoothing)
+
+
+def train_job(dir_, index, job, model, feeds, dtype):
+    """Runs a train job: loss, gradients of every parameter use, updated
+    running statistics, the batch mean m of each learnable-radius node and,
+    on request, finite differences of the loss."""
+    labels, smoothing = read_labels(job)
+    params, running = parameter_uses(model, feeds)
+    running_names = {(u.index, u.pos): u.name for u in running}
+    base = {init.name: tensor_from_proto(init, dtype) for init in model.graph.initializer
+            if init.data_type in FLOAT_ELEM_TYPES}
+    logits_name, softmax = logits_of(model)
+    opset = default_opset(model)
+
+    def forward(values, leaves):
+        """The training loss with the given initializer values and
+        parameter leaves."""
+        tr = Training(values, leaves, running_names, logits_name)
+        outputs, stats, _ = evaluate(model, feeds, dtype, False, tr)
+        check_logits(opset, tr.logits, softmax, labels)
+        return training_loss(tr.logits, labels, smoothing), outputs, stats, tr
+
+    leaves = {(u.index, u.pos): base[u.root].clone().requires_grad_() for u in params}
+    loss, outputs, stats, tr = forward(base, leaves)
+    if not bool(torch.isfinite(loss)):
+        raise RefError("the loss is %s" % float(loss))
+    grads = {}
+    if params:
+        found = torch.autograd.grad(loss, [leaves[(u.index, u.pos)] for u in params],
+                                    allow_unused=True)
+        for u, g in zip(params, found):
+            grads[u.name] = g if g is not None else torch.zeros_like(base[u.root])
+
+    resp = {
+        "loss": float(loss),
+        "grads": write_tensors(dir_, "job%d_grad" % index, grads),
+        "running": write_tensors(dir_, "job%d_run" % index, tr.running),
+        "rho_batch": tr.rho_batch,
+        "outputs": write_tensors(dir_, "job%d_out" % index, outputs),
+        "stats": stats,
+    }
+    probes = job.get("fd_probes") or []
+    if probes:
+        step = float(job.get("fd_step", 0))
+        if not step > 0:
+            raise RefError("finite differences need fd_step > 0, not %s" % q(job.get("fd_step")))
+        resp["fd"] = finite_differences(base, params, probes, step, forward)
+    return resp
+
+
+def finite_differences(base, params, probes, step, forward):
+    """Central differences of the training loss with respect to single
+    initializer entries, moved by +-step wherever the initializer is used
+    (the difference quotient divides by the steps actually taken after
+    rounding)."""
+    out = []
+    with torch.no_grad():
+        for probe in probes:
+            name, at = probe.get("init"), probe.get("index")
+            if name not in base:
+                raise RefError("finite difference: %s is not a float initializer" % q(name))
+            if not isinstance(at, int) or not 0 <= at < base[name].numel():
+                raise RefError("finite difference: index %s is out of range for %s of %d values"
+                               % (q(at), q(name), base[name].numel()))
+
+            def loss_at(delta, name=name, at=at):
+                """The loss with entry at of initializer name moved by
+                delta, and the move actually made."""
+                moved = base[name].clone()
+                flat = moved.view(-1)
+                old = float(flat[at])
+                flat[at] = old + delta
+                values = dict(base)
+                values[name] = moved
+                leaves = {(u.index, u.pos): values[u.root] for u in params}
+                return float(forward(values, leaves)[0]), float(flat[at]) - old
+
+            up, d_up = loss_at(step)
+            down, d_down = loss_at(-step)
+            out.append((up - down) / (d_up - d_down))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1065,6 +1443,11 @@ def run_job(dir_, index, job):
     feeds = {}
     for f in job.get("inputs", []):
         feeds[f["name"]] = read_float32(os.path.join(dir_, f["file"]), f["dims"])
+    mode = job.get("mode", "run")
+    if mode == "train":
+        return train_job(dir_, index, job, model, feeds, dtype)
+    if mode != "run":
+        raise RefError("mode %s is not run or train" % q(mode))
     with torch.no_grad():
         outputs, stats, values = evaluate(model, feeds, dtype, job.get("intermediates", False))
     resp = {
