@@ -470,3 +470,39 @@ func readDataSet(m *onnximport.Model, dir string) (map[string]engine.Tensor, map
 	out, err := read("output", outs)
 	return in, out, err
 }
+
+// TestStepGradientsDoNotAccumulate: two steps on the same batch, without
+// changing the parameters, give the same loss and gradients (Gorgonia
+// would add them up if they were kept across runs).
+func TestStepGradientsDoNotAccumulate(t *testing.T) {
+	m := rewritten(t, smallCNN(t), decoupled(dcnet.MagBall, dcnet.AngCos, nil))
+	e, err := engine.Build(m, engine.Options{Mode: engine.Training, Batch: 4, DType: engine.Float64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	x := map[string]engine.Tensor{"x": randomTensor(4, 4, 2, 12, 12)}
+	labels := []int{0, 3, 1, 4}
+	loss1, err := e.Step(x, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string][]float32{}
+	for _, n := range e.Params() {
+		g, _ := e.Grad(n)
+		first[n] = g.Data
+	}
+	loss2, err := e.Step(x, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loss1 != loss2 {
+		t.Errorf("losses %v and %v differ", loss1, loss2)
+	}
+	for _, n := range e.Params() {
+		g, _ := e.Grad(n)
+		if d := relDiff(g.Data, first[n]); d > 1e-12 {
+			t.Errorf("gradient of %s changed by %.3g between identical steps", n, d)
+		}
+	}
+}
