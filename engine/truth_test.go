@@ -88,7 +88,7 @@ func toPeer(t engine.Tensor) peer.Tensor {
 }
 
 // buildModel returns a model from package models.
-func buildModel(t *testing.T, name string, edit func(*models.Config)) *onnximport.Model {
+func buildModel(t testing.TB, name string, edit func(*models.Config)) *onnximport.Model {
 	t.Helper()
 	cfg, err := models.DefaultConfig(name)
 	if err != nil {
@@ -104,7 +104,7 @@ func buildModel(t *testing.T, name string, edit func(*models.Config)) *onnximpor
 	return &onnximport.Model{Proto: p}
 }
 
-func rewritten(t *testing.T, m *onnximport.Model, cfg dcnet.Config) *onnximport.Model {
+func rewritten(t testing.TB, m *onnximport.Model, cfg dcnet.Config) *onnximport.Model {
 	t.Helper()
 	c := &onnximport.Model{Proto: proto.Clone(m.Proto).(*onnxpb.ModelProto)}
 	if _, err := rewrite.Run(c, rewrite.Options{Config: cfg}, nil); err != nil {

@@ -1,0 +1,7 @@
+//go:build !openblas
+
+package engine
+
+// BLAS names the BLAS implementation the engine uses: gonum's pure Go one
+// unless built with the openblas tag.
+const BLAS = "gonum"
