@@ -110,10 +110,42 @@ func Check(m *onnximport.Model) error {
 			errs = append(errs, fmt.Errorf("%s: %w", nodeDesc(i, n), err))
 		}
 	}
-	if len(errs) > 0 {
-		errs = append(errs, fmt.Errorf("the engine supports %s", strings.Join(Supported(), ", ")))
+	if len(errs) == 0 {
+		return nil
 	}
+	if inlinedDecoupled(m) {
+		// The inline form spells each decoupled convolution out in
+		// standard operators; the engine runs the function form, whose
+		// nodes it computes in one fused operation.
+		errs = append([]error{fmt.Errorf("the model holds decoupled convolutions in inline form (metadata %s lists them but no %s node is left); "+
+			"the engine runs the function form: rewrite the source model without --inline", dcnet.MetaLayers, dcnet.Domain)}, errs...)
+	}
+	const most = 20
+	if len(errs) > most {
+		errs = append(errs[:most:most], fmt.Errorf("and %d more", len(errs)-most))
+	}
+	errs = append(errs, fmt.Errorf("the engine supports %s", strings.Join(Supported(), ", ")))
 	return errors.Join(errs...)
+}
+
+// inlinedDecoupled reports whether m records decoupled layers in its
+// metadata but has no decoupled node: a model rewritten with --inline.
+func inlinedDecoupled(m *onnximport.Model) bool {
+	listed := false
+	for _, kv := range m.Proto.GetMetadataProps() {
+		if kv.GetKey() == dcnet.MetaLayers && kv.GetValue() != "{}" && kv.GetValue() != "" {
+			listed = true
+		}
+	}
+	if !listed {
+		return false
+	}
+	for _, n := range m.Graph().GetNode() {
+		if onnximport.IsDecoupledConv(n) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkNode reports why a default-domain node cannot run, or nil.

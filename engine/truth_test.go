@@ -506,3 +506,19 @@ func TestStepGradientsDoNotAccumulate(t *testing.T) {
 		}
 	}
 }
+
+// TestInlineFormRefused: a model rewritten with --inline is refused before
+// anything runs, with a message saying what to do instead.
+func TestInlineFormRefused(t *testing.T) {
+	m := rewritten(t, buildModel(t, "vgg-mini", nil), decoupled(dcnet.MagBall, dcnet.AngSigmoid, nil))
+	if err := rewrite.Inline(m); err != nil {
+		t.Fatal(err)
+	}
+	err := engine.Check(m)
+	if err == nil || !strings.Contains(err.Error(), "inline form") || !strings.Contains(err.Error(), "rewrite the source model without --inline") {
+		t.Fatalf("Check = %v, want the inline form refused with advice", err)
+	}
+	if _, err := engine.Build(m, engine.Options{Batch: 1}); err == nil {
+		t.Error("Build accepted the inline form")
+	}
+}
