@@ -273,45 +273,9 @@ func resolveWindow(win Window, in, kernel [2]int) (geometry, error) {
 	} else if len(win.Kernel) != 2 || win.Kernel[0] != k64[0] || win.Kernel[1] != k64[1] {
 		return g, fmt.Errorf("window: kernel_shape %v does not match the filters' %v", win.Kernel, k64)
 	}
-	fill := func(name string, v []int64, size int, def int64) ([]int64, error) {
-		if v == nil {
-			v = make([]int64, size)
-			for i := range v {
-				v[i] = def
-			}
-		}
-		if len(v) != size {
-			return nil, fmt.Errorf("window: %s has %d values, want %d", name, len(v), size)
-		}
-		return v, nil
-	}
-	var err error
-	if win.Strides, err = fill(AttrStrides, win.Strides, 2, 1); err != nil {
-		return g, err
-	}
-	if win.Dilations, err = fill(AttrDilations, win.Dilations, 2, 1); err != nil {
-		return g, err
-	}
-	if win.Pads, err = fill(AttrPads, win.Pads, 4, 0); err != nil {
-		return g, err
-	}
-	if win.AutoPad == "" {
-		win.AutoPad = "NOTSET"
-	}
-	for i := range 2 {
-		if win.Strides[i] < 1 || win.Dilations[i] < 1 {
-			return g, fmt.Errorf("window: strides %v and dilations %v must be positive", win.Strides, win.Dilations)
-		}
-	}
-	for _, p := range win.Pads {
-		if p < 0 {
-			return g, fmt.Errorf("window: pads %v must not be negative", win.Pads)
-		}
-	}
-	switch win.AutoPad {
-	case "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID":
-	default:
-		return g, fmt.Errorf("window: auto_pad %q is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", win.AutoPad)
+	win, err := win.Resolve()
+	if err != nil {
+		return g, fmt.Errorf("window: %w", err)
 	}
 	out, pads, err := win.Output([]onnximport.Dim{{Size: int64(in[0])}, {Size: int64(in[1])}})
 	if err != nil {

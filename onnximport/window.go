@@ -25,13 +25,24 @@ type Window struct {
 // kernel_shape attribute (Conv).
 func ParseWindow(n *onnxpb.NodeProto, kernel []int64) (Window, error) {
 	w := Window{
-		Kernel:   AttrInts(n, "kernel_shape"),
-		AutoPad:  AttrString(n, "auto_pad", "NOTSET"),
-		CeilMode: AttrInt(n, "ceil_mode", 0) != 0,
+		Kernel:    AttrInts(n, "kernel_shape"),
+		Strides:   AttrInts(n, "strides"),
+		Dilations: AttrInts(n, "dilations"),
+		Pads:      AttrInts(n, "pads"),
+		AutoPad:   AttrString(n, "auto_pad", "NOTSET"),
+		CeilMode:  AttrInt(n, "ceil_mode", 0) != 0,
 	}
 	if w.Kernel == nil {
 		w.Kernel = kernel
 	}
+	return w.Resolve()
+}
+
+// Resolve returns the window with every attribute the ONNX default where
+// it is missing (strides and dilations 1, pads 0, auto_pad NOTSET), and
+// checks it: one value per spatial axis (two for pads), positive kernel,
+// strides and dilations, no negative pad, a known auto_pad.
+func (w Window) Resolve() (Window, error) {
 	k := len(w.Kernel)
 	if k == 0 {
 		return w, fmt.Errorf("kernel shape is unknown")
@@ -50,14 +61,17 @@ func ParseWindow(n *onnxpb.NodeProto, kernel []int64) (Window, error) {
 		return v, nil
 	}
 	var err error
-	if w.Strides, err = fill("strides", AttrInts(n, "strides"), k, 1); err != nil {
+	if w.Strides, err = fill("strides", w.Strides, k, 1); err != nil {
 		return w, err
 	}
-	if w.Dilations, err = fill("dilations", AttrInts(n, "dilations"), k, 1); err != nil {
+	if w.Dilations, err = fill("dilations", w.Dilations, k, 1); err != nil {
 		return w, err
 	}
-	if w.Pads, err = fill("pads", AttrInts(n, "pads"), 2*k, 0); err != nil {
+	if w.Pads, err = fill("pads", w.Pads, 2*k, 0); err != nil {
 		return w, err
+	}
+	if w.AutoPad == "" {
+		w.AutoPad = "NOTSET"
 	}
 	for i := 0; i < k; i++ {
 		if w.Kernel[i] < 1 || w.Strides[i] < 1 || w.Dilations[i] < 1 {
