@@ -29,3 +29,7 @@ func init() {
 
 // BLAS names the BLAS implementation the engine uses.
 const BLAS = "openblas"
+
+// blasPureGo reports that the BLAS is not gonum's pure Go one: every
+// product goes to OpenBLAS as it is (gemm.go).
+const blasPureGo = false

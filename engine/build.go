@@ -1019,7 +1019,7 @@ func (b *builder) unary(i int, n *onnxpb.NodeProto) error {
 	var y *G.Node
 	switch n.GetOpType() {
 	case onnximport.OpRelu:
-		y, err = G.Rectify(x)
+		y, err = relu(x)
 	case onnximport.OpSigmoid:
 		y, err = G.Sigmoid(x)
 	case onnximport.OpTanh:

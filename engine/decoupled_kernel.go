@@ -3,10 +3,6 @@ package engine
 import (
 	"math"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
-	"gonum.org/v1/gonum/blas/blas64"
-
 	"github.com/dcconvert/dcconvert/dcnet"
 )
 
@@ -229,15 +225,119 @@ func (m *decoupledMath) weight(wn float64) (mw, d float64) {
 	}
 }
 
+// The row forms below evaluate the functions above over a run of values,
+// choosing the function once per run: the element loops call them on
+// every (tile, channel) pair. They give the scalar forms' results exactly,
+// except that angularRow with fast set evaluates acos and tanh to float32
+// accuracy (asin32, tanh32), for kernels on float32 values.
+
+// angularRow sets g[i] = g(cos[i]) for cosines already clamped to
+// [-1, 1].
+func (m *decoupledMath) angularRow(cos, g []float64, fast bool) {
+	g = g[:len(cos)]
+	switch {
+	case m.ang == decoupledAngCos:
+		copy(g, cos)
+	case fast && m.ang == decoupledAngLinear:
+		// 1 - 2 acos(c)/pi = 2 asin(c)/pi.
+		for i, c := range cos {
+			g[i] = 2 / math.Pi * asin32(c)
+		}
+	case fast && m.ang == decoupledAngSigmoid:
+		// pi/2 - acos(c) = asin(c).
+		for i, c := range cos {
+			g[i] = m.sigK * tanh32(asin32(c)*m.sigInv2k)
+		}
+	default:
+		for i, c := range cos {
+			g[i] = m.angular(c)
+		}
+	}
+}
+
+// angularDiffRow sets d[i] to dg/dcos at cos[i] (clamped to [-1, 1]),
+// given g[i] = g(cos[i]) when cached (angularCached: the forward kept
+// them), and sets g[i] too otherwise.
+func (m *decoupledMath) angularDiffRow(cos, g, d []float64, cached bool) {
+	g, d = g[:len(cos)], d[:len(cos)]
+	switch {
+	case !cached:
+		for i, c := range cos {
+			g[i], d[i] = m.angularDiff(c)
+		}
+	case m.ang == decoupledAngSigmoid:
+		for i, c := range cos {
+			cc := max(-1+decoupledAcosMargin, min(1-decoupledAcosMargin, c))
+			t := g[i] / m.sigK
+			d[i] = m.sigK * (1 - t*t) * m.sigInv2k / math.Sqrt(1-cc*cc)
+		}
+	default:
+		for i, c := range cos {
+			d[i] = m.angularDiffAt(c, g[i])
+		}
+	}
+}
+
+// magnitudeRow sets h[i] = h(n[i]) for the radius rho.
+func (m *decoupledMath) magnitudeRow(n []float64, rho float64, h []float64) {
+	h = h[:len(n)]
+	switch m.mag {
+	case decoupledMagLinear:
+		for i, v := range n {
+			h[i] = m.alpha * v
+		}
+	case decoupledMagBall:
+		for i, v := range n {
+			if v <= rho {
+				h[i] = m.alpha * v / rho
+			} else {
+				h[i] = m.alpha
+			}
+		}
+	default:
+		for i, v := range n {
+			h[i] = m.magnitude(v, rho)
+		}
+	}
+}
+
+// magnitudeDiffRow sets h[i], dn[i] and drho[i] to h(n[i]) and its
+// partial derivatives by n and by rho (magnitudeDiff).
+func (m *decoupledMath) magnitudeDiffRow(n []float64, rho float64, h, dn, drho []float64) {
+	h, dn, drho = h[:len(n)], dn[:len(n)], drho[:len(n)]
+	switch m.mag {
+	case decoupledMagLinear:
+		for i, v := range n {
+			h[i], dn[i], drho[i] = m.alpha*v, m.alpha, 0
+		}
+	case decoupledMagBall:
+		for i, v := range n {
+			if v <= rho {
+				h[i], dn[i], drho[i] = m.alpha*v/rho, m.alpha/rho, -m.alpha*v/(rho*rho)
+			} else {
+				h[i], dn[i], drho[i] = m.alpha, 0, 0
+			}
+		}
+	default:
+		for i, v := range n {
+			h[i], dn[i], drho[i] = m.magnitudeDiff(v, rho)
+		}
+	}
+}
+
 // decoupledTile is the number of output locations of one image that the
 // element loops treat together, for every output channel.
-const decoupledTile = 64
+const decoupledTile = 256
 
 // decoupledKernel computes a decoupled convolution and its gradients on
 // plain slices: x is NCHW, w is [outC, inC, kH, kW], y and dy are
 // [batch, outC, outH, outW]. It keeps its buffers between calls, and the
 // intermediate values of the last forward (columns, P, N) for the
-// backward that follows it. A kernel is not safe for concurrent use.
+// backward that follows it. Matrices over the output locations are laid
+// out one row per channel (or patch value) and one column per location
+// (n*outH+oh)*outW+ow, so that the column gathering copies runs of input
+// rows and the element loops read and write whole rows. A kernel is not
+// safe for concurrent use.
 type decoupledKernel[T im2colFloat] struct {
 	geom im2colGeom
 	outC int
@@ -247,13 +347,13 @@ type decoupledKernel[T im2colFloat] struct {
 	what    []T       // W_c/|w|_c as [outC, K]
 	wnorm   []float64 // |w|_c
 	mw, dmw []float64 // m(|w|_c) and m'(|w|_c)
-	cols    []T       // [M, K] patches, M = geom.rows()
-	p       []T       // [M, outC] = cols * what^T
+	cols    []T       // [K, M] patches, K = geom.patch(), M = geom.locations()
+	p       []T       // [outC, M] = what * cols
 	norm    []float64 // [M] patch norms N
 	rho     []float64 // per-channel radius, nil without one
 	rhoBuf  []float64 // the array behind rho
 	scale   float64   // the radius scale: batch mean of N or RhoScale
-	// gval holds g at every output value, [M, outC], when the angular
+	// gval holds g at every output value, [outC, M], when the angular
 	// activation is costly (angularCached) and gReady is set: forward
 	// fills it, prepare alone does not.
 	gval   []T
@@ -265,10 +365,13 @@ type decoupledKernel[T im2colFloat] struct {
 	xKey, wKey *T
 
 	// Backward buffers.
-	dp, dpT []T       // dL/dP as [M, outC] and [outC, M]
-	dwhat   []T       // dL/d(W/|w|) as [outC, K]
-	dn      []float64 // dL/dN per row
-	acc     []float64 // per-worker channel sums, 4*outC each
+	dp     []T       // dL/dP as [outC, M]
+	dwhat  []T       // dL/d(W/|w|) as [outC, K]
+	whatT  []T       // W/|w| transposed, [K, outC]
+	colScl []float64 // per location: (dL/dN + the batch mean's share) / N
+	dn     []float64 // dL/dN per location
+	acc    []float64 // per-worker channel sums, 4*outC each
+	part   []T       // partial filter gradients (gemmReduce)
 }
 
 // newDecoupledKernel returns a kernel for geometry g, outC output
@@ -291,7 +394,7 @@ func decoupledGrow[E any](s []E, n int) []E {
 // is learnable; rhoScale is used at inference only.
 func (k *decoupledKernel[T]) prepare(x, w, rhoV []T, rhoScale float64) {
 	g := k.geom
-	rows, width, outC := g.rows(), g.width(), k.outC
+	rows, width, outC := g.locations(), g.patch(), k.outC
 	k.what = decoupledGrow(k.what, outC*width)
 	k.wnorm = decoupledGrow(k.wnorm, outC)
 	k.mw = decoupledGrow(k.mw, outC)
@@ -310,9 +413,10 @@ func (k *decoupledKernel[T]) prepare(x, w, rhoV []T, rhoScale float64) {
 		}
 	}
 
-	k.cols = decoupledGrow(k.cols, rows*width)
+	k.cols = decoupledGrow(k.cols, width*rows)
 	k.norm = decoupledGrow(k.norm, rows)
-	im2colRows(g, x, k.cols, k.norm)
+	im2colCols(g, x, k.cols)
+	im2colSquares(g, x, k.norm)
 	eps := k.m.eps
 	im2colParallelRange(rows, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -320,8 +424,8 @@ func (k *decoupledKernel[T]) prepare(x, w, rhoV []T, rhoScale float64) {
 		}
 	})
 
-	k.p = decoupledGrow(k.p, rows*outC)
-	decoupledGemm(false, true, rows, outC, width, k.cols, width, k.what, width, 0, k.p, outC)
+	k.p = decoupledGrow(k.p, outC*rows)
+	gemm(false, false, outC, rows, width, k.what, width, k.cols, rows, 0, k.p, rows)
 
 	k.rho = nil
 	if k.m.hasRho {
@@ -351,6 +455,14 @@ func (k *decoupledKernel[T]) prepare(x, w, rhoV []T, rhoScale float64) {
 	k.gReady = false
 }
 
+// tiles returns the number of tiles of one image's output locations and
+// the number of work units (image, tile) of the element loops.
+func (k *decoupledKernel[T]) tiles() (tiles, units int) {
+	locs := k.geom.outH * k.geom.outW
+	tiles = (locs + decoupledTile - 1) / decoupledTile
+	return tiles, k.geom.batch * tiles
+}
+
 // forward computes y = A*h(N)*m(|w|)*g(theta)+b into y and returns the
 // radius scale it used (the batch mean of N in training with a learnable
 // radius). b and alpha are nil when absent; rhoV is nil unless the radius
@@ -358,16 +470,21 @@ func (k *decoupledKernel[T]) prepare(x, w, rhoV []T, rhoScale float64) {
 func (k *decoupledKernel[T]) forward(x, w, b, alpha, rhoV []T, rhoScale float64, y []T) float64 {
 	k.prepare(x, w, rhoV, rhoScale)
 	g := k.geom
-	outC, locs := k.outC, g.outH*g.outW
-	tiles := (locs + decoupledTile - 1) / decoupledTile
+	rows, outC, locs := g.locations(), k.outC, g.outH*g.outW
 	var gval []T
 	if k.m.angularCached() {
-		k.gval = decoupledGrow(k.gval, g.rows()*outC)
+		k.gval = decoupledGrow(k.gval, outC*rows)
 		gval = k.gval
 	}
-	im2colParallel(g.batch*tiles, func(unit int) {
+	fast := isFloat32[T]()
+	tiles, units := k.tiles()
+	im2colParallel(units, func(unit int) {
+		var cosBuf, gBuf, hBuf [decoupledTile]float64
 		n, l0 := unit/tiles, unit%tiles*decoupledTile
 		l1 := min(l0+decoupledTile, locs)
+		r0, r1 := n*locs+l0, n*locs+l1
+		norm := k.norm[r0:r1]
+		cos, gv, hv := cosBuf[:len(norm)], gBuf[:len(norm)], hBuf[:len(norm)]
 		for c := range outC {
 			a, bias, rho := 1.0, 0.0, 0.0
 			if alpha != nil {
@@ -380,16 +497,24 @@ func (k *decoupledKernel[T]) forward(x, w, b, alpha, rhoV []T, rhoScale float64,
 				rho = k.rho[c]
 			}
 			scale := a * k.mw[c]
-			yrow := y[(n*outC+c)*locs : (n*outC+c+1)*locs]
-			for l := l0; l < l1; l++ {
-				r := n*locs + l
-				nr := k.norm[r]
-				cos := max(-1, min(1, float64(k.p[r*outC+c])/nr))
-				gv := k.m.angular(cos)
-				if gval != nil {
-					gval[r*outC+c] = T(gv)
+			prow := k.p[c*rows+r0 : c*rows+r1]
+			prow = prow[:len(norm)]
+			for l, pv := range prow {
+				cos[l] = max(-1, min(1, float64(pv)/norm[l]))
+			}
+			k.m.angularRow(cos, gv, fast)
+			k.m.magnitudeRow(norm, rho, hv)
+			yrow := y[(n*outC+c)*locs+l0 : (n*outC+c)*locs+l1]
+			yrow = yrow[:len(norm)]
+			for l, g := range gv {
+				yrow[l] = T(scale*hv[l]*g + bias)
+			}
+			if gval != nil {
+				grow := gval[c*rows+r0 : c*rows+r1]
+				grow = grow[:len(norm)]
+				for l, g := range gv {
+					grow[l] = T(g)
 				}
-				yrow[l] = T(scale*k.m.magnitude(nr, rho)*gv + bias)
 			}
 		}
 	})
@@ -419,12 +544,10 @@ func (k *decoupledKernel[T]) backward(x, w, alpha, rhoV []T, rhoScale float64, d
 		gval = k.gval
 	}
 	g := k.geom
-	rows, width, outC, locs := g.rows(), g.width(), k.outC, g.outH*g.outW
-	tiles := (locs + decoupledTile - 1) / decoupledTile
-	units := g.batch * tiles
+	rows, width, outC, locs := g.locations(), g.patch(), k.outC, g.outH*g.outW
+	tiles, units := k.tiles()
 	workers := im2colWorkers(units)
-	k.dp = decoupledGrow(k.dp, rows*outC)
-	k.dpT = decoupledGrow(k.dpT, outC*rows)
+	k.dp = decoupledGrow(k.dp, outC*rows)
 	k.dn = decoupledGrow(k.dn, rows)
 	k.acc = decoupledGrow(k.acc, workers*4*outC)
 	clear(k.acc)
@@ -432,13 +555,19 @@ func (k *decoupledKernel[T]) backward(x, w, alpha, rhoV []T, rhoScale float64, d
 	// Element loop: dL/dP, dL/dN and the per-channel sums for B, A,
 	// m(|w|) and rho.
 	im2colParallelRange(units, func(worker, lo, hi int) {
+		var qBuf, cosBuf, gBuf, gdBuf, hBuf, hnBuf, hrhoBuf [decoupledTile]float64
 		acc := k.acc[worker*4*outC : (worker+1)*4*outC]
 		accB, accA, accM, accRho := acc[:outC], acc[outC:2*outC], acc[2*outC:3*outC], acc[3*outC:]
 		for unit := lo; unit < hi; unit++ {
 			n, l0 := unit/tiles, unit%tiles*decoupledTile
 			l1 := min(l0+decoupledTile, locs)
-			r0 := n * locs
-			clear(k.dn[r0+l0 : r0+l1])
+			r0, r1 := n*locs+l0, n*locs+l1
+			norm := k.norm[r0:r1]
+			dn := k.dn[r0:r1]
+			dn = dn[:len(norm)]
+			clear(dn)
+			q, cos, gv, gd := qBuf[:len(norm)], cosBuf[:len(norm)], gBuf[:len(norm)], gdBuf[:len(norm)]
+			hv, hn, hrho := hBuf[:len(norm)], hnBuf[:len(norm)], hrhoBuf[:len(norm)]
 			for c := range outC {
 				a, rho := 1.0, 0.0
 				if alpha != nil {
@@ -448,37 +577,41 @@ func (k *decoupledKernel[T]) backward(x, w, alpha, rhoV []T, rhoScale float64, d
 					rho = k.rho[c]
 				}
 				mw := k.mw[c]
-				dyrow := dy[(n*outC+c)*locs : (n*outC+c+1)*locs]
-				dpTrow := k.dpT[c*rows+r0 : c*rows+r0+locs]
+				prow := k.p[c*rows+r0 : c*rows+r1]
+				prow = prow[:len(norm)]
+				for l, pv := range prow {
+					q[l] = float64(pv) / norm[l]
+					cos[l] = max(-1, min(1, q[l]))
+				}
+				if gval != nil {
+					grow := gval[c*rows+r0 : c*rows+r1]
+					for l, g := range grow[:len(norm)] {
+						gv[l] = float64(g)
+					}
+				}
+				k.m.angularDiffRow(cos, gv, gd, gval != nil)
+				k.m.magnitudeDiffRow(norm, rho, hv, hn, hrho)
+				dyrow := dy[(n*outC+c)*locs+l0 : (n*outC+c)*locs+l1]
+				dyrow = dyrow[:len(norm)]
+				dprow := k.dp[c*rows+r0 : c*rows+r1]
+				dprow = dprow[:len(norm)]
 				var sB, sA, sM, sRho float64
-				for l := l0; l < l1; l++ {
-					r := r0 + l
-					nr := k.norm[r]
-					q := float64(k.p[r*outC+c]) / nr
-					cos := max(-1, min(1, q))
-					var gv, gd float64
-					if gval != nil {
-						gv = float64(gval[r*outC+c])
-						gd = k.m.angularDiffAt(cos, gv)
-					} else {
-						gv, gd = k.m.angularDiff(cos)
-					}
-					hv, hn, hrho := k.m.magnitudeDiff(nr, rho)
-					d := float64(dyrow[l])
+				for l, dv := range dyrow {
+					d := float64(dv)
+					g, h := gv[l], hv[l]
 					sB += d
-					sA += d * hv * mw * gv
+					sA += d * h * mw * g
 					t := d * a
-					sM += t * hv * gv
-					dh := t * mw * gv
-					sRho += dh * hrho
+					sM += t * h * g
+					dh := t * mw * g
+					sRho += dh * hrho[l]
 					var dq float64
-					if q >= -1 && q <= 1 {
-						dq = t * hv * mw * gd
+					if ql := q[l]; ql >= -1 && ql <= 1 {
+						dq = t * h * mw * gd[l]
 					}
-					k.dn[r] += dh*hn - dq*q/nr
-					dpv := T(dq / nr)
-					k.dp[r*outC+c] = dpv
-					dpTrow[l] = dpv
+					nr := norm[l]
+					dn[l] += dh*hn[l] - dq*q[l]/nr
+					dprow[l] = T(dq / nr)
 				}
 				accB[c] += sB
 				accA[c] += sA
@@ -521,22 +654,26 @@ func (k *decoupledKernel[T]) backward(x, w, alpha, rhoV []T, rhoScale float64, d
 		}
 	}
 
-	// dL/d(W/|w|) = dP^T cols, before cols is overwritten.
+	// dL/d(W/|w|) = dP cols^T, before cols is overwritten.
 	k.dwhat = decoupledGrow(k.dwhat, outC*width)
-	decoupledGemm(false, false, outC, width, rows, k.dpT, rows, k.cols, width, 0, k.dwhat, width)
+	k.part = gemmReduce(outC, width, rows, k.dp, rows, k.cols, rows, k.dwhat, width, k.part)
 
-	// dL/dcols = dP what + (dL/dN / N) cols, in place of cols.
-	im2colParallelRange(rows, func(_, lo, hi int) {
-		for r := lo; r < hi; r++ {
-			s := T((k.dn[r] + dnAll) / k.norm[r])
-			row := k.cols[r*width : (r+1)*width]
-			for i := range row {
-				row[i] *= s
-			}
+	// dL/dcols = (W/|w|)^T dP + (dL/dN / N) cols: the first term in place
+	// of cols and back onto the input cells, the second (through the
+	// patch norms) straight onto them.
+	k.whatT = decoupledGrow(k.whatT, width*outC)
+	for c := range outC {
+		for i, v := range k.what[c*width : (c+1)*width] {
+			k.whatT[i*outC+c] = v
 		}
-	})
-	decoupledGemm(false, false, rows, width, outC, k.dp, outC, k.what, width, 1, k.cols, width)
-	col2imRows(g, k.cols, out.dx)
+	}
+	gemm(false, false, width, rows, outC, k.whatT, outC, k.dp, rows, 0, k.cols, rows)
+	col2imCols(g, k.cols, out.dx)
+	k.colScl = decoupledGrow(k.colScl, rows)
+	for r := range rows {
+		k.colScl[r] = (k.dn[r] + dnAll) / k.norm[r]
+	}
+	col2imAddScaled(g, x, k.colScl, out.dx)
 
 	// Through W/|w| and m(|w|): with u = W_c/|w|_c,
 	// dW_c = (dU_c - <dU_c, u> u) / |w|_c + dL/d|w|_c * u.
@@ -557,23 +694,9 @@ func (k *decoupledKernel[T]) backward(x, w, alpha, rhoV []T, rhoScale float64, d
 	}
 }
 
-// decoupledGemm computes c = a' * b' + beta * c with BLAS, where a' is the
-// m x k matrix a (or a transposed when transA) and b' the k x n matrix b
-// (or b transposed when transB), all row-major with leading dimensions
-// lda, ldb and ldc. It uses gonum's blas32 or blas64 implementation,
-// whichever is installed there.
-func decoupledGemm[T im2colFloat](transA, transB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
-	ta, tb := blas.NoTrans, blas.NoTrans
-	if transA {
-		ta = blas.Trans
-	}
-	if transB {
-		tb = blas.Trans
-	}
-	switch a := any(a).(type) {
-	case []float32:
-		blas32.Implementation().Sgemm(ta, tb, m, n, k, 1, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
-	case []float64:
-		blas64.Implementation().Dgemm(ta, tb, m, n, k, 1, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
-	}
+// isFloat32 reports whether T is float32.
+func isFloat32[T im2colFloat]() bool {
+	var z T
+	_, ok := any(z).(float32)
+	return ok
 }

@@ -579,3 +579,51 @@ func TestDecoupledMathDerivatives(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoupledMathRows checks that the row forms give the scalar forms'
+// values: exactly, except fast angularRow, which must be within 2e-8
+// (float32 accuracy) of them.
+func TestDecoupledMathRows(t *testing.T) {
+	ns := []float64{0, 0.3, 1.2, 1.5, 2.5, 4}
+	for _, mag := range dcnet.Magnitudes() {
+		cfg := dcnet.DefaultConfig()
+		cfg.Magnitude, cfg.Alpha, cfg.Beta, cfg.Rho = mag, 1.3, 0.4, 1.5
+		m := newDecoupledMath(cfg, false)
+		h, hd, dn, drho := make([]float64, len(ns)), make([]float64, len(ns)), make([]float64, len(ns)), make([]float64, len(ns))
+		m.magnitudeRow(ns, 1.5, h)
+		m.magnitudeDiffRow(ns, 1.5, hd, dn, drho)
+		for i, n := range ns {
+			v, d, dr := m.magnitudeDiff(n, 1.5)
+			if h[i] != m.magnitude(n, 1.5) || hd[i] != v || dn[i] != d || drho[i] != dr {
+				t.Errorf("%s at N=%g: rows %g, %g, %g, %g; scalar %g, %g, %g", mag, n, h[i], hd[i], dn[i], drho[i], v, d, dr)
+			}
+		}
+	}
+	var cos []float64
+	for i := 0; i <= 2000; i++ {
+		cos = append(cos, -1+float64(i)/1000)
+	}
+	for _, ang := range dcnet.Angulars() {
+		for _, k := range []float32{0.1, 0.3, 1, 4} {
+			cfg := dcnet.DefaultConfig()
+			cfg.Angular, cfg.K = ang, k
+			m := newDecoupledMath(cfg, false)
+			g, fast := make([]float64, len(cos)), make([]float64, len(cos))
+			gc, dc, d := make([]float64, len(cos)), make([]float64, len(cos)), make([]float64, len(cos))
+			m.angularRow(cos, g, false)
+			m.angularRow(cos, fast, true)
+			m.angularDiffRow(cos, gc, dc, false)
+			copy(gc, g)
+			m.angularDiffRow(cos, gc, d, true)
+			for i, c := range cos {
+				want, wd := m.angularDiff(c)
+				if g[i] != m.angular(c) || math.Abs(fast[i]-want) > 2e-8 {
+					t.Fatalf("%s k=%g at cos=%g: g %g, fast %g, scalar %g", ang, k, c, g[i], fast[i], want)
+				}
+				if dc[i] != wd || (m.angularCached() && d[i] != m.angularDiffAt(c, g[i])) {
+					t.Fatalf("%s k=%g at cos=%g: dg/dcos %g and %g from g, scalar %g and %g", ang, k, c, dc[i], d[i], wd, m.angularDiffAt(c, g[i]))
+				}
+			}
+		}
+	}
+}

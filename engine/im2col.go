@@ -24,97 +24,160 @@ type im2colGeom struct {
 	padTop, padLeft      int
 }
 
-// rows returns the number of output locations, batch x outH x outW: the
-// rows of the column matrix.
-func (g im2colGeom) rows() int { return g.batch * g.outH * g.outW }
+// locations returns the number of output locations, batch x outH x
+// outW: the columns of the column matrix.
+func (g im2colGeom) locations() int { return g.batch * g.outH * g.outW }
 
-// width returns the length of one patch, inC x kH x kW: the columns of
-// the column matrix.
-func (g im2colGeom) width() int { return g.inC * g.kH * g.kW }
+// patch returns the length of one patch, inC x kH x kW: the rows of the
+// column matrix.
+func (g im2colGeom) patch() int { return g.inC * g.kH * g.kW }
 
 // inSize returns the number of input values, batch x inC x inH x inW.
 func (g im2colGeom) inSize() int { return g.batch * g.inC * g.inH * g.inW }
 
-// im2colRows writes the patches of the NCHW input x into cols, one row of
-// width() values per output location (row index (n*outH+oh)*outW+ow,
-// column index (c*kH+ki)*kW+kj), zero where the window covers padding.
-// When sq is not nil it also stores each row's sum of squares in sq[row],
-// accumulated in float64. cols must hold rows()*width() values, sq rows().
-// The output rows (image, oh) are split across GOMAXPROCS goroutines.
-func im2colRows[T im2colFloat](g im2colGeom, x, cols []T, sq []float64) {
-	k := g.width()
-	inPlane := g.inH * g.inW
-	im2colParallel(g.batch*g.outH, func(unit int) {
-		n, oh := unit/g.outH, unit%g.outH
-		xn := x[n*g.inC*inPlane : (n+1)*g.inC*inPlane]
-		block := cols[unit*g.outW*k : (unit+1)*g.outW*k]
-		for c := range g.inC {
-			for ki := range g.kH {
-				ih := oh*g.strideH - g.padTop + ki*g.dilH
-				off := (c*g.kH + ki) * g.kW
-				if ih < 0 || ih >= g.inH {
-					for ow := range g.outW {
-						clear(block[ow*k+off : ow*k+off+g.kW])
-					}
-					continue
-				}
-				xrow := xn[c*inPlane+ih*g.inW : c*inPlane+(ih+1)*g.inW]
-				for ow := range g.outW {
-					dst := block[ow*k+off : ow*k+off+g.kW]
-					iw := ow*g.strideW - g.padLeft
-					for kj := range dst {
-						if iw >= 0 && iw < g.inW {
-							dst[kj] = xrow[iw]
-						} else {
-							dst[kj] = 0
+// im2colCols writes the patches of the NCHW input x into cols as a
+// patch() x locations() matrix, one column per output location: row
+// (c*kH+ki)*kW+kj, column (n*outH+oh)*outW+ow, zero where the window
+// covers padding. cols must hold patch()*locations() values. The (image,
+// channel) pairs are split across GOMAXPROCS goroutines; each writes its
+// own kH*kW row segments, copying runs of the input rows.
+func im2colCols[T im2colFloat](g im2colGeom, x, cols []T) {
+	rows, locs, plane := g.locations(), g.outH*g.outW, g.inH*g.inW
+	im2colParallel(g.batch*g.inC, func(unit int) {
+		n, c := unit/g.inC, unit%g.inC
+		src := x[unit*plane : (unit+1)*plane]
+		for ki := range g.kH {
+			hLo, hHi := windowSpan(g.outH, g.inH, g.strideH, g.padTop, ki*g.dilH)
+			for kj := range g.kW {
+				wLo, wHi := windowSpan(g.outW, g.inW, g.strideW, g.padLeft, kj*g.dilW)
+				dst := cols[((c*g.kH+ki)*g.kW+kj)*rows+n*locs:][:locs]
+				clear(dst[:hLo*g.outW])
+				clear(dst[hHi*g.outW:])
+				for oh := hLo; oh < hHi; oh++ {
+					d := dst[oh*g.outW : (oh+1)*g.outW]
+					r := src[(oh*g.strideH-g.padTop+ki*g.dilH)*g.inW:][:g.inW]
+					iw := wLo*g.strideW - g.padLeft + kj*g.dilW
+					clear(d[:wLo])
+					if g.strideW == 1 {
+						copy(d[wLo:wHi], r[iw:])
+					} else {
+						for ow := wLo; ow < wHi; ow++ {
+							d[ow] = r[iw]
+							iw += g.strideW
 						}
-						iw += g.dilW
 					}
+					clear(d[wHi:])
 				}
 			}
-		}
-		if sq == nil {
-			return
-		}
-		for ow := range g.outW {
-			var s float64
-			for _, v := range block[ow*k : (ow+1)*k] {
-				s += float64(v) * float64(v)
-			}
-			sq[unit*g.outW+ow] = s
 		}
 	})
 }
 
-// col2imRows is the adjoint of im2colRows: it sets dx to zero and adds
-// every value of cols (laid out as im2colRows writes it) to the input
+// col2imCols is the adjoint of im2colCols: it sets dx to zero and adds
+// every value of cols (laid out as im2colCols writes it) to the input
 // position it was read from; values read from padding are dropped. The
 // input planes (image, channel) are split across GOMAXPROCS goroutines;
 // each plane is written by one goroutine only.
-func col2imRows[T im2colFloat](g im2colGeom, cols, dx []T) {
-	k := g.width()
-	inPlane := g.inH * g.inW
+func col2imCols[T im2colFloat](g im2colGeom, cols, dx []T) {
+	rows, locs, plane := g.locations(), g.outH*g.outW, g.inH*g.inW
 	im2colParallel(g.batch*g.inC, func(unit int) {
 		n, c := unit/g.inC, unit%g.inC
-		plane := dx[unit*inPlane : (unit+1)*inPlane]
-		clear(plane)
-		for oh := range g.outH {
-			block := cols[(n*g.outH+oh)*g.outW*k : (n*g.outH+oh+1)*g.outW*k]
-			for ki := range g.kH {
-				ih := oh*g.strideH - g.padTop + ki*g.dilH
-				if ih < 0 || ih >= g.inH {
-					continue
-				}
-				off := (c*g.kH + ki) * g.kW
-				drow := plane[ih*g.inW : (ih+1)*g.inW]
-				for ow := range g.outW {
-					src := block[ow*k+off : ow*k+off+g.kW]
-					iw := ow*g.strideW - g.padLeft
-					for _, v := range src {
-						if iw >= 0 && iw < g.inW {
-							drow[iw] += v
+		dst := dx[unit*plane : (unit+1)*plane]
+		clear(dst)
+		for ki := range g.kH {
+			hLo, hHi := windowSpan(g.outH, g.inH, g.strideH, g.padTop, ki*g.dilH)
+			for kj := range g.kW {
+				wLo, wHi := windowSpan(g.outW, g.inW, g.strideW, g.padLeft, kj*g.dilW)
+				src := cols[((c*g.kH+ki)*g.kW+kj)*rows+n*locs:][:locs]
+				for oh := hLo; oh < hHi; oh++ {
+					s := src[oh*g.outW+wLo : oh*g.outW+wHi]
+					r := dst[(oh*g.strideH-g.padTop+ki*g.dilH)*g.inW:][:g.inW]
+					iw := wLo*g.strideW - g.padLeft + kj*g.dilW
+					if g.strideW == 1 {
+						d := r[iw : iw+len(s)]
+						for i, v := range s {
+							d[i] += v
 						}
-						iw += g.dilW
+						continue
+					}
+					for _, v := range s {
+						r[iw] += v
+						iw += g.strideW
+					}
+				}
+			}
+		}
+	})
+}
+
+// col2imAddScaled adds to dx the adjoint (col2imCols) of the columns of
+// x with column r scaled by s[r]: each input cell of x times the sum of
+// s over the windows that read it, the sum taken in float64 once per
+// image for all channels. s must hold locations() values. The images
+// are split across GOMAXPROCS goroutines.
+func col2imAddScaled[T im2colFloat](g im2colGeom, x []T, s []float64, dx []T) {
+	locs, plane := g.outH*g.outW, g.inH*g.inW
+	im2colParallelRange(g.batch, func(_, lo, hi int) {
+		sum := make([]float64, plane)
+		for n := lo; n < hi; n++ {
+			clear(sum)
+			sn := s[n*locs : (n+1)*locs]
+			for ki := range g.kH {
+				hLo, hHi := windowSpan(g.outH, g.inH, g.strideH, g.padTop, ki*g.dilH)
+				for kj := range g.kW {
+					wLo, wHi := windowSpan(g.outW, g.inW, g.strideW, g.padLeft, kj*g.dilW)
+					for oh := hLo; oh < hHi; oh++ {
+						srow := sn[oh*g.outW : (oh+1)*g.outW]
+						r := sum[(oh*g.strideH-g.padTop+ki*g.dilH)*g.inW:][:g.inW]
+						iw := wLo*g.strideW - g.padLeft + kj*g.dilW
+						for ow := wLo; ow < wHi; ow++ {
+							r[iw] += srow[ow]
+							iw += g.strideW
+						}
+					}
+				}
+			}
+			for c := range g.inC {
+				off := (n*g.inC + c) * plane
+				xs, ds := x[off:off+plane], dx[off:off+plane]
+				for i, v := range xs {
+					ds[i] += T(float64(v) * sum[i])
+				}
+			}
+		}
+	})
+}
+
+// im2colSquares sets sq[r] to the sum of squares of patch r (column r of
+// the matrix im2colCols writes), accumulated in float64, without
+// gathering the patches: it sums the squares of x over the channels of
+// each image and then over each window. sq must hold locations()
+// values. The images are split across GOMAXPROCS goroutines.
+func im2colSquares[T im2colFloat](g im2colGeom, x []T, sq []float64) {
+	locs, plane := g.outH*g.outW, g.inH*g.inW
+	im2colParallelRange(g.batch, func(_, lo, hi int) {
+		s := make([]float64, plane)
+		for n := lo; n < hi; n++ {
+			clear(s)
+			for c := range g.inC {
+				for i, v := range x[(n*g.inC+c)*plane:][:plane] {
+					s[i] += float64(v) * float64(v)
+				}
+			}
+			out := sq[n*locs : (n+1)*locs]
+			clear(out)
+			for ki := range g.kH {
+				hLo, hHi := windowSpan(g.outH, g.inH, g.strideH, g.padTop, ki*g.dilH)
+				for kj := range g.kW {
+					wLo, wHi := windowSpan(g.outW, g.inW, g.strideW, g.padLeft, kj*g.dilW)
+					for oh := hLo; oh < hHi; oh++ {
+						o := out[oh*g.outW : (oh+1)*g.outW]
+						r := s[(oh*g.strideH-g.padTop+ki*g.dilH)*g.inW:][:g.inW]
+						iw := wLo*g.strideW - g.padLeft + kj*g.dilW
+						for ow := wLo; ow < wHi; ow++ {
+							o[ow] += r[iw]
+							iw += g.strideW
+						}
 					}
 				}
 			}

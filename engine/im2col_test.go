@@ -7,10 +7,10 @@ import (
 )
 
 // im2colNaive is the definition of the column matrix, one value at a
-// time, for checking im2colRows.
+// time, for checking im2colCols.
 func im2colNaive(g im2colGeom, x []float64) []float64 {
-	k := g.width()
-	cols := make([]float64, g.rows()*k)
+	rows := g.locations()
+	cols := make([]float64, rows*g.patch())
 	for n := range g.batch {
 		for oh := range g.outH {
 			for ow := range g.outW {
@@ -23,7 +23,7 @@ func im2colNaive(g im2colGeom, x []float64) []float64 {
 							if ih < 0 || ih >= g.inH || iw < 0 || iw >= g.inW {
 								continue
 							}
-							cols[row*k+(c*g.kH+ki)*g.kW+kj] = x[((n*g.inC+c)*g.inH+ih)*g.inW+iw]
+							cols[((c*g.kH+ki)*g.kW+kj)*rows+row] = x[((n*g.inC+c)*g.inH+ih)*g.inW+iw]
 						}
 					}
 				}
@@ -48,9 +48,9 @@ func im2colTestGeoms() map[string]im2colGeom {
 	}
 }
 
-// TestIm2colRows compares the columns and their row sums of squares with
+// TestIm2colCols compares the columns and their sums of squares with
 // the one-value-at-a-time definition, in float64 and float32.
-func TestIm2colRows(t *testing.T) {
+func TestIm2colCols(t *testing.T) {
 	for name, g := range im2colTestGeoms() {
 		t.Run(name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -63,18 +63,22 @@ func TestIm2colRows(t *testing.T) {
 			for i := range cols {
 				cols[i] = math.NaN() // every value must be written
 			}
-			sq := make([]float64, g.rows())
-			im2colRows(g, x, cols, sq)
+			im2colCols(g, x, cols)
 			for i := range want {
 				if cols[i] != want[i] { // a copy: exact
 					t.Fatalf("cols[%d] = %g, want %g", i, cols[i], want[i])
 				}
 			}
-			k := g.width()
-			for r := range g.rows() {
+			sq := make([]float64, g.locations())
+			for i := range sq {
+				sq[i] = math.NaN() // every value must be written
+			}
+			im2colSquares(g, x, sq)
+			rows := g.locations()
+			for r := range rows {
 				var s float64
-				for _, v := range want[r*k : (r+1)*k] {
-					s += v * v
+				for k := range g.patch() {
+					s += want[k*rows+r] * want[k*rows+r]
 				}
 				if math.Abs(sq[r]-s) > 1e-14*(1+s) { // tolerance: float64 summation order
 					t.Errorf("sq[%d] = %g, want %g", r, sq[r], s)
@@ -86,7 +90,7 @@ func TestIm2colRows(t *testing.T) {
 				x32[i] = float32(v)
 			}
 			cols32 := make([]float32, len(want))
-			im2colRows(g, x32, cols32, nil)
+			im2colCols(g, x32, cols32)
 			for i := range want {
 				if cols32[i] != float32(want[i]) { // a copy: exact
 					t.Fatalf("float32 cols[%d] = %g, want %g", i, cols32[i], want[i])
@@ -96,9 +100,9 @@ func TestIm2colRows(t *testing.T) {
 	}
 }
 
-// TestCol2imRowsAdjoint checks <im2col(x), c> = <x, col2im(c)> for
-// random x and c, which makes col2imRows the exact adjoint.
-func TestCol2imRowsAdjoint(t *testing.T) {
+// TestCol2imColsAdjoint checks <im2col(x), c> = <x, col2im(c)> for
+// random x and c, which makes col2imCols the exact adjoint.
+func TestCol2imColsAdjoint(t *testing.T) {
 	for name, g := range im2colTestGeoms() {
 		t.Run(name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(3, 4))
@@ -106,17 +110,17 @@ func TestCol2imRowsAdjoint(t *testing.T) {
 			for i := range x {
 				x[i] = rng.Float64()*2 - 1
 			}
-			c := make([]float64, g.rows()*g.width())
+			c := make([]float64, g.locations()*g.patch())
 			for i := range c {
 				c[i] = rng.Float64()*2 - 1
 			}
 			cols := make([]float64, len(c))
-			im2colRows(g, x, cols, nil)
+			im2colCols(g, x, cols)
 			dx := make([]float64, len(x))
 			for i := range dx {
 				dx[i] = 7 // must be overwritten, not accumulated into
 			}
-			col2imRows(g, c, dx)
+			col2imCols(g, c, dx)
 			var lhs, rhs, scale float64
 			for i := range c {
 				lhs += cols[i] * c[i]
@@ -127,6 +131,42 @@ func TestCol2imRowsAdjoint(t *testing.T) {
 			}
 			if math.Abs(lhs-rhs) > 1e-13*scale { // tolerance: summation order
 				t.Errorf("<im2col(x), c> = %.17g, <x, col2im(c)> = %.17g", lhs, rhs)
+			}
+		})
+	}
+}
+
+// TestCol2imAddScaled compares col2imAddScaled with col2imCols of the
+// columns scaled per location, added to what dx held.
+func TestCol2imAddScaled(t *testing.T) {
+	for name, g := range im2colTestGeoms() {
+		t.Run(name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(5, 6))
+			x := make([]float64, g.inSize())
+			for i := range x {
+				x[i] = rng.Float64()*2 - 1
+			}
+			s := make([]float64, g.locations())
+			for i := range s {
+				s[i] = rng.Float64()*2 - 1
+			}
+			cols := im2colNaive(g, x)
+			rows := g.locations()
+			for i := range cols {
+				cols[i] *= s[i%rows]
+			}
+			want := make([]float64, len(x))
+			col2imCols(g, cols, want)
+			got := make([]float64, len(x))
+			for i := range got {
+				got[i] = 3
+				want[i] += 3
+			}
+			col2imAddScaled(g, x, s, got)
+			for i := range want {
+				if math.Abs(got[i]-want[i]) > 1e-14*(1+math.Abs(want[i])) { // tolerance: summation order
+					t.Fatalf("dx[%d] = %.17g, want %.17g", i, got[i], want[i])
+				}
 			}
 		})
 	}

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -15,12 +17,11 @@ import (
 // allowed) or auto_pad resolved from x's static shape, strides,
 // dilations and group >= 1 (grouped and depthwise convolutions).
 //
-// Without groups, with symmetric pads and no dilation it is Gorgonia's
-// Conv2d (im2col and one matrix product; convGorgonia). Otherwise the
-// columns are gathered by an operation of this package that knows ONNX's
-// geometry and groups, and multiplied by Gorgonia's matrix products, one
-// per group (convColumns). The bias is added by an operation of this
-// package either way.
+// It is one operation of this package (convGemm): the columns of x are
+// gathered with ONNX's geometry, multiplied by the filters with one BLAS
+// product per group, and laid out as [N, M, OH, OW] with the bias added.
+// Its gradients are operations of this package too, the filters' reusing
+// the columns of the forward pass.
 func conv(x, w, b *G.Node, win onnximport.Window, group int64) (*G.Node, error) {
 	xs, err := checkOpInput("conv: input", x, 4)
 	if err != nil {
@@ -59,64 +60,11 @@ func conv(x, w, b *G.Node, win onnximport.Window, group int64) (*G.Node, error) 
 		return nil, fmt.Errorf("conv: kernel_shape %v differs from the weight's %v", win.Kernel, ws[2:])
 	}
 	cv := convGeom{window2d: geo, n: n, c: c, groups: g}
-	if g == 1 && geo.pt == geo.pb && geo.pl == geo.pr && geo.dh == 1 && geo.dw == 1 {
-		return convGorgonia(x, w, b, cv, m)
-	}
-	return convColumns(x, w, b, cv, m)
-}
-
-// convGorgonia adds a convolution without groups, dilations or
-// asymmetric pads with Gorgonia's Conv2d, and the bias with
-// channelBiasAdd. (Its im2col leaves dilations out of its hash, so
-// Gorgonia could merge two nodes differing only in dilations; they never
-// come here.)
-func convGorgonia(x, w, b *G.Node, cv convGeom, m int) (*G.Node, error) {
-	y, err := G.Conv2d(x, w, tensor.Shape{cv.kh, cv.kw}, []int{cv.pt, cv.pl}, []int{cv.sh, cv.sw}, []int{1, 1})
-	if err != nil {
-		return nil, fmt.Errorf("conv: %w", err)
-	}
-	if want := (tensor.Shape{cv.n, m, cv.oh, cv.ow}); !y.Shape().Eq(want) {
-		return nil, fmt.Errorf("conv: Gorgonia's Conv2d gives shape %v, want %v", y.Shape(), want)
-	}
+	k := convGemm{convGeom: cv, m: m, bias: b != nil, cache: &convGemmCache{id: convGemmSeq.Add(1)}}
 	if b == nil {
-		return y, nil
+		return applyKernel(k, x, w)
 	}
-	return applyKernel(channelBiasAdd{rank: 4, c: m}, y, b)
-}
-
-// convColumns adds a convolution as convCols, one matrix product per
-// group (Gorgonia's Mul or BatchedMatMul) and convOut, which lays the
-// product out as [N, M, OH, OW] and adds the bias.
-func convColumns(x, w, b *G.Node, cv convGeom, m int) (*G.Node, error) {
-	cols, err := applyKernel(convCols{cv}, x)
-	if err != nil {
-		return nil, fmt.Errorf("conv: %w", err)
-	}
-	g := cv.groups
-	k := cv.c / g * cv.kh * cv.kw
-	var prod *G.Node
-	if g == 1 {
-		wm, err := G.Reshape(w, tensor.Shape{m, k})
-		if err != nil {
-			return nil, fmt.Errorf("conv: reshaping the weight: %w", err)
-		}
-		if prod, err = G.Mul(wm, cols); err != nil {
-			return nil, fmt.Errorf("conv: %w", err)
-		}
-	} else {
-		wm, err := G.Reshape(w, tensor.Shape{g, m / g, k})
-		if err != nil {
-			return nil, fmt.Errorf("conv: reshaping the weight: %w", err)
-		}
-		if prod, err = G.BatchedMatMul(wm, cols); err != nil {
-			return nil, fmt.Errorf("conv: %w", err)
-		}
-	}
-	out := convOut{convGeom: cv, m: m, bias: b != nil}
-	if b == nil {
-		return applyKernel(out, prod)
-	}
-	return applyKernel(out, prod, b)
+	return applyKernel(k, x, w, b)
 }
 
 // window2d is a 2-D sliding window resolved for one input size: kernel,
@@ -200,228 +148,187 @@ func (g convGeom) String() string {
 	return fmt.Sprintf("N %d C %d groups %d %v", g.n, g.c, g.groups, g.window2d)
 }
 
-// colShape is the shape of the columns: [groups, C/groups*kh*kw, N*OH*OW],
-// without the first axis for one group.
-func (g convGeom) colShape() tensor.Shape {
-	k, np := g.c/g.groups*g.kh*g.kw, g.n*g.oh*g.ow
-	if g.groups == 1 {
-		return tensor.Shape{k, np}
-	}
-	return tensor.Shape{g.groups, k, np}
-}
-
 // inShape is the shape of x.
 func (g convGeom) inShape() tensor.Shape { return tensor.Shape{g.n, g.c, g.h, g.w} }
 
-// convCols gathers the input cells each output cell's window reads, with
-// ONNX pads and dilations, grouped: row (c, ki, kj) of group g, column
-// (n, oh, ow), zero for padding.
-type convCols struct{ convGeom }
+// outShape is the shape of the output for m filters.
+func (g convGeom) outShape(m int) tensor.Shape { return tensor.Shape{g.n, m, g.oh, g.ow} }
 
-// String names the kernel.
-func (k convCols) String() string { return "Im2Col{" + k.convGeom.String() + "}" }
-
-// arity is the number of inputs of convCols.
-func (k convCols) arity() int { return 1 }
-
-// typ is the Gorgonia type of convCols.
-func (k convCols) typ() hm.Type { return kernelType(len(k.colShape()), 4) }
-
-// shapeOf checks the input shapes of convCols and returns its output shape.
-func (k convCols) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
-	return k.colShape(), checkKernelShape(k, "input", in[0], k.inShape())
-}
-
-// compute runs convCols over float32 or float64 slices.
-func (k convCols) compute(out *tensor.Dense, in []*tensor.Dense) error {
-	if out.Dtype() == tensor.Float32 {
-		convColsOf(k.convGeom, kernelData[float32](out), kernelData[float32](in[0]), false)
-	} else {
-		convColsOf(k.convGeom, kernelData[float64](out), kernelData[float64](in[0]), false)
+// prodShape is the shape of the product of m filters and the columns:
+// [M, N*OH*OW], or [groups, M/groups, N*OH*OW] with groups.
+func (g convGeom) prodShape(m int) tensor.Shape {
+	if g.groups == 1 {
+		return tensor.Shape{m, g.n * g.oh * g.ow}
 	}
-	return nil
+	return tensor.Shape{g.groups, m / g.groups, g.n * g.oh * g.ow}
 }
 
-// diffWRT reports which inputs of convCols have a gradient.
-func (k convCols) diffWRT() []bool { return []bool{true} }
-
-// grads adds the gradients of the inputs of convCols to the graph.
-func (k convCols) grads(_ G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-	dx, err := applyKernel(convColsGrad(k), dy)
-	return G.Nodes{dx}, err
+// groupDims returns, for m filters, the filters of one group, the rows
+// of the columns of one group (C/groups*kh*kw) and the number of output
+// locations N*OH*OW (the columns' length).
+func (g convGeom) groupDims(m int) (mg, kg, np int) {
+	return m / g.groups, g.c / g.groups * g.kh * g.kw, g.n * g.oh * g.ow
 }
 
-// convColsGrad is the gradient of convCols: it adds each column cell back onto the
-// input cell it was gathered from.
-type convColsGrad convCols
-
-// String names the kernel.
-func (k convColsGrad) String() string { return "Col2Im{" + k.convGeom.String() + "}" }
-
-// arity is the number of inputs of convColsGrad.
-func (k convColsGrad) arity() int { return 1 }
-
-// typ is the Gorgonia type of convColsGrad.
-func (k convColsGrad) typ() hm.Type { return kernelType(4, len(k.colShape())) }
-
-// shapeOf checks the input shapes of convColsGrad and returns its output shape.
-func (k convColsGrad) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
-	return k.inShape(), checkKernelShape(k, "gradient", in[0], k.colShape())
-}
-
-// compute runs convColsGrad over float32 or float64 slices.
-func (k convColsGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
-	if out.Dtype() == tensor.Float32 {
-		convColsOf(k.convGeom, kernelData[float32](in[0]), kernelData[float32](out), true)
-	} else {
-		convColsOf(k.convGeom, kernelData[float64](in[0]), kernelData[float64](out), true)
+// colGeom returns the column gathering of the convolution. The rows of
+// the columns are channel-major, so the rows of one group are a block.
+func (g convGeom) colGeom() im2colGeom {
+	return im2colGeom{
+		batch: g.n, inC: g.c, inH: g.h, inW: g.w, kH: g.kh, kW: g.kw, outH: g.oh, outW: g.ow,
+		strideH: g.sh, strideW: g.sw, dilH: g.dh, dilW: g.dw, padTop: g.pt, padLeft: g.pl,
 	}
-	return nil
 }
 
-// convColsOf copies x into cols (back false), or adds cols back into x,
-// which it first zeroes (back true). Each (channel, image) pair reads and
-// writes its own cells, so the work is split by pair.
-func convColsOf[T opFloat](g convGeom, cols, x []T, back bool) {
-	kk := g.kh * g.kw
-	p := g.oh * g.ow
-	np := g.n * p
-	plane := g.h * g.w
-	kernelParallel(g.c*g.n, p*kk, func(lo, hi int) {
-		for u := lo; u < hi; u++ {
-			ch, b := u/g.n, u%g.n
-			src := x[(b*g.c+ch)*plane:][:plane]
-			if back {
-				clear(src)
-			}
-			for ki := 0; ki < g.kh; ki++ {
-				hLo, hHi := windowSpan(g.oh, g.h, g.sh, g.pt, ki*g.dh)
-				for kj := 0; kj < g.kw; kj++ {
-					wLo, wHi := windowSpan(g.ow, g.w, g.sw, g.pl, kj*g.dw)
-					// Row (ch, ki, kj): group-major rows are channel-major.
-					dst := cols[(ch*kk+ki*g.kw+kj)*np+b*p:][:p]
-					for oh := 0; oh < g.oh; oh++ {
-						d := dst[oh*g.ow:][:g.ow]
-						if oh < hLo || oh >= hHi {
-							if !back {
-								clear(d)
-							}
-							continue
-						}
-						r := src[(oh*g.sh-g.pt+ki*g.dh)*g.w:][:g.w]
-						iw := wLo*g.sw - g.pl + kj*g.dw
-						if back {
-							for ow := wLo; ow < wHi; ow++ {
-								r[iw] += d[ow]
-								iw += g.sw
-							}
-							continue
-						}
-						clear(d[:wLo])
-						if g.sw == 1 {
-							copy(d[wLo:wHi], r[iw:])
-						} else {
-							for ow := wLo; ow < wHi; ow++ {
-								d[ow] = r[iw]
-								iw += g.sw
-							}
-						}
-						clear(d[wHi:])
-					}
-				}
-			}
-		}
-	})
+// convGemmSeq numbers convolutions, so that each has its own buffers and
+// two of them never merge into one graph node.
+var convGemmSeq atomic.Uint64
+
+// convGemmCache holds the buffers of one convolution between calls: the
+// columns of the last forward pass's input, which the filter gradient of
+// the same run reuses, and scratch matrices.
+type convGemmCache struct {
+	id  uint64
+	mu  sync.Mutex
+	f32 convGemmBuffers[float32]
+	f64 convGemmBuffers[float64]
 }
 
-// convOut turns the product of the weights and the columns, laid out
-// [M, N, OH*OW], into the output [N, M, OH, OW], adding the bias [M]
-// when it has one (a second input).
-type convOut struct {
+// convGemmBuffers are a convolution's buffers of one element type.
+type convGemmBuffers[T opFloat] struct {
+	cols []T // [C*kh*kw, N*OH*OW]: the columns of x (im2colCols)
+	// key is the first element of the x whose columns cols holds; nil
+	// once the filter gradient has used them.
+	key   *T
+	prod  []T // the forward's product, prodShape
+	wT    []T // one group's filters transposed, [C/groups*kh*kw, M/groups]
+	dcols []T // dL/dcols, like cols
+	part  []T // gemmReduce's partial sums
+}
+
+// convBuffers returns the cache's buffers of element type T.
+func convBuffers[T opFloat](c *convGemmCache) *convGemmBuffers[T] {
+	if b, ok := any(&c.f32).(*convGemmBuffers[T]); ok {
+		return b
+	}
+	return any(&c.f64).(*convGemmBuffers[T])
+}
+
+// convGemm is ONNX Conv over x [N, C, H, W] with filters w [M, C/groups,
+// kh, kw] and, when bias, b [M]: the columns of x (im2colCols) times the
+// filters, one BLAS product per group, laid out as [N, M, OH, OW] with
+// the bias added. The columns stay in the cache for convGemmGradW.
+type convGemm struct {
 	convGeom
-	m    int
-	bias bool
+	m     int
+	bias  bool
+	cache *convGemmCache
 }
 
 // String names the kernel.
-func (k convOut) String() string {
-	return fmt.Sprintf("ConvOut{M %d bias %t %v}", k.m, k.bias, k.convGeom)
+func (k convGemm) String() string {
+	return fmt.Sprintf("ConvGemm#%d{M %d bias %t %v}", k.cache.id, k.m, k.bias, k.convGeom)
 }
 
-// arity is the number of inputs of convOut.
-func (k convOut) arity() int {
+// arity is the number of inputs of convGemm.
+func (k convGemm) arity() int {
 	if k.bias {
-		return 2
+		return 3
 	}
-	return 1
+	return 2
 }
 
-// prodShape is the shape of the product input.
-func (k convOut) prodShape() tensor.Shape {
-	if k.groups == 1 {
-		return tensor.Shape{k.m, k.n * k.oh * k.ow}
-	}
-	return tensor.Shape{k.groups, k.m / k.groups, k.n * k.oh * k.ow}
-}
-
-// outShape is the shape of the output.
-func (k convOut) outShape() tensor.Shape { return tensor.Shape{k.n, k.m, k.oh, k.ow} }
-
-// typ is the Gorgonia type of convOut.
-func (k convOut) typ() hm.Type {
+// typ is the Gorgonia type of convGemm.
+func (k convGemm) typ() hm.Type {
 	if k.bias {
-		return kernelType(4, len(k.prodShape()), 1)
+		return kernelType(4, 4, 4, 1)
 	}
-	return kernelType(4, len(k.prodShape()))
+	return kernelType(4, 4, 4)
 }
 
-// shapeOf checks the input shapes of convOut and returns its output shape.
-func (k convOut) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
-	if err := checkKernelShape(k, "product", in[0], k.prodShape()); err != nil {
+// wShape is the shape of the filters.
+func (k convGemm) wShape() tensor.Shape { return tensor.Shape{k.m, k.c / k.groups, k.kh, k.kw} }
+
+// shapeOf checks the input shapes of convGemm and returns its output shape.
+func (k convGemm) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
+	if err := checkKernelShape(k, "input", in[0], k.inShape()); err != nil {
+		return nil, err
+	}
+	if err := checkKernelShape(k, "weight", in[1], k.wShape()); err != nil {
 		return nil, err
 	}
 	if k.bias {
-		if err := checkKernelShape(k, "bias", in[1], tensor.Shape{k.m}); err != nil {
+		if err := checkKernelShape(k, "bias", in[2], tensor.Shape{k.m}); err != nil {
 			return nil, err
 		}
 	}
-	return k.outShape(), nil
+	return k.outShape(k.m), nil
 }
 
-// compute runs convOut over float32 or float64 slices.
-func (k convOut) compute(out *tensor.Dense, in []*tensor.Dense) error {
+// overwritesOutput marks convGemm as writing every output value.
+func (k convGemm) overwritesOutput() {}
+
+// compute runs convGemm over float32 or float64 slices.
+func (k convGemm) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	if out.Dtype() == tensor.Float32 {
 		var b []float32
 		if k.bias {
-			b = kernelData[float32](in[1])
+			b = kernelData[float32](in[2])
 		}
-		swapLeadingAxes(kernelData[float32](out), kernelData[float32](in[0]), k.m, k.n, k.oh*k.ow, b)
+		convGemmForward(k, kernelData[float32](out), kernelData[float32](in[0]), kernelData[float32](in[1]), b)
 	} else {
 		var b []float64
 		if k.bias {
-			b = kernelData[float64](in[1])
+			b = kernelData[float64](in[2])
 		}
-		swapLeadingAxes(kernelData[float64](out), kernelData[float64](in[0]), k.m, k.n, k.oh*k.ow, b)
+		convGemmForward(k, kernelData[float64](out), kernelData[float64](in[0]), kernelData[float64](in[1]), b)
 	}
 	return nil
 }
 
-// diffWRT reports which inputs of convOut have a gradient.
-func (k convOut) diffWRT() []bool {
-	if k.bias {
-		return []bool{true, true}
+// convGemmForward computes y = conv(x, w) + b (b nil: no bias), keeping
+// the columns of x.
+func convGemmForward[T opFloat](k convGemm, y, x, w, b []T) {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	buf := convBuffers[T](k.cache)
+	mg, kg, np := k.groupDims(k.m)
+	buf.cols = decoupledGrow(buf.cols, k.groups*kg*np)
+	im2colCols(k.colGeom(), x, buf.cols)
+	buf.key = &x[0]
+	buf.prod = decoupledGrow(buf.prod, k.m*np)
+	for g := range k.groups {
+		gemm(false, false, mg, np, kg, w[g*mg*kg:], kg, buf.cols[g*kg*np:], np, 0, buf.prod[g*mg*np:], np)
 	}
-	return []bool{true}
+	swapLeadingAxes(y, buf.prod, k.m, k.n, k.oh*k.ow, b)
 }
 
-// grads adds the gradients of the inputs of convOut to the graph.
-func (k convOut) grads(_ G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-	dp, err := applyKernel(convOutGrad(k), dy)
+// diffWRT reports which inputs of convGemm have a gradient.
+func (k convGemm) diffWRT() []bool {
+	if k.bias {
+		return []bool{true, true, true}
+	}
+	return []bool{true, true}
+}
+
+// grads adds the gradients of the inputs of convGemm to the graph: the
+// output's gradient laid out as the product (convProdGrad), from which
+// convGemmGradX and convGemmGradW compute those of x and w, and the
+// bias's channel sums.
+func (k convGemm) grads(in G.Nodes, _, dy *G.Node) (G.Nodes, error) {
+	dprod, err := applyKernel(convProdGrad{convGeom: k.convGeom, m: k.m}, dy)
+	if err != nil {
+		return nil, err
+	}
+	dx, err := applyKernel(convGemmGradX{k}, in[1], dprod)
+	if err != nil {
+		return nil, err
+	}
+	dw, err := applyKernel(convGemmGradW{k}, in[0], dprod)
 	if err != nil || !k.bias {
-		return G.Nodes{dp}, err
+		return G.Nodes{dx, dw}, err
 	}
 	db, err := applyKernel(channelSum{rank: 4, c: k.m}, dy)
-	return G.Nodes{dp, db}, err
+	return G.Nodes{dx, dw, db}, err
 }
 
 // swapLeadingAxes sets out[j, i, :] = in[i, j, :] + b[i] for in [a, c, p]
@@ -445,26 +352,32 @@ func swapLeadingAxes[T opFloat](out, in []T, a, c, p int, b []T) {
 	})
 }
 
-// convOutGrad is the gradient of convOut with respect to the product:
-// the output's gradient [N, M, OH, OW] laid out [M, N, OH*OW] again.
-type convOutGrad convOut
-
-// String names the kernel.
-func (k convOutGrad) String() string { return "Grad" + convOut(k).String() }
-
-// arity is the number of inputs of convOutGrad.
-func (k convOutGrad) arity() int { return 1 }
-
-// typ is the Gorgonia type of convOutGrad.
-func (k convOutGrad) typ() hm.Type { return kernelType(len(convOut(k).prodShape()), 4) }
-
-// shapeOf checks the input shapes of convOutGrad and returns its output shape.
-func (k convOutGrad) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
-	return convOut(k).prodShape(), checkKernelShape(k, "gradient", in[0], convOut(k).outShape())
+// convProdGrad lays the gradient of a convolution's output [N, M, OH, OW]
+// out as its product (prodShape).
+type convProdGrad struct {
+	convGeom
+	m int
 }
 
-// compute runs convOutGrad over float32 or float64 slices.
-func (k convOutGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
+// String names the kernel.
+func (k convProdGrad) String() string { return fmt.Sprintf("ConvProdGrad{M %d %v}", k.m, k.convGeom) }
+
+// arity is the number of inputs of convProdGrad.
+func (k convProdGrad) arity() int { return 1 }
+
+// typ is the Gorgonia type of convProdGrad.
+func (k convProdGrad) typ() hm.Type { return kernelType(len(k.prodShape(k.m)), 4) }
+
+// shapeOf checks the input shapes of convProdGrad and returns its output shape.
+func (k convProdGrad) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
+	return k.prodShape(k.m), checkKernelShape(k, "gradient", in[0], k.outShape(k.m))
+}
+
+// overwritesOutput marks convProdGrad as writing every output value.
+func (k convProdGrad) overwritesOutput() {}
+
+// compute runs convProdGrad over float32 or float64 slices.
+func (k convProdGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	if out.Dtype() == tensor.Float32 {
 		swapLeadingAxes(kernelData[float32](out), kernelData[float32](in[0]), k.n, k.m, k.oh*k.ow, nil)
 	} else {
@@ -473,55 +386,113 @@ func (k convOutGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	return nil
 }
 
-// channelBiasAdd adds a per-channel bias b [C] to x [N, C, ...].
-type channelBiasAdd struct {
-	rank, c int
-}
+// convGemmGradX is the gradient of a convGemm with respect to x, from the
+// filters and the output's gradient laid out as the product: the
+// filters' transpose times it, per group, added back onto the input
+// cells (col2imCols).
+type convGemmGradX struct{ conv convGemm }
 
 // String names the kernel.
-func (k channelBiasAdd) String() string { return fmt.Sprintf("BiasAdd{rank %d, C %d}", k.rank, k.c) }
+func (k convGemmGradX) String() string { return "GradX" + k.conv.String() }
 
-// arity is the number of inputs of channelBiasAdd.
-func (k channelBiasAdd) arity() int { return 2 }
+// arity is the number of inputs of convGemmGradX.
+func (k convGemmGradX) arity() int { return 2 }
 
-// typ is the Gorgonia type of channelBiasAdd.
-func (k channelBiasAdd) typ() hm.Type { return kernelType(k.rank, k.rank, 1) }
+// typ is the Gorgonia type of convGemmGradX.
+func (k convGemmGradX) typ() hm.Type { return kernelType(4, 4, len(k.conv.prodShape(k.conv.m))) }
 
-// shapeOf checks the input shapes of channelBiasAdd and returns its output shape.
-func (k channelBiasAdd) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
-	if len(in[0]) != k.rank || in[0][1] != k.c {
-		return nil, fmt.Errorf("%v: input has shape %v", k, in[0])
+// shapeOf checks the input shapes of convGemmGradX and returns its output shape.
+func (k convGemmGradX) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
+	if err := checkKernelShape(k, "weight", in[0], k.conv.wShape()); err != nil {
+		return nil, err
 	}
-	return in[0].Clone(), checkKernelShape(k, "bias", in[1], tensor.Shape{k.c})
+	return k.conv.inShape(), checkKernelShape(k, "gradient", in[1], k.conv.prodShape(k.conv.m))
 }
 
-// compute runs channelBiasAdd over float32 or float64 slices.
-func (k channelBiasAdd) compute(out *tensor.Dense, in []*tensor.Dense) error {
-	s := in[0].Shape()
+// overwritesOutput marks convGemmGradX as writing every output value.
+func (k convGemmGradX) overwritesOutput() {}
+
+// compute runs convGemmGradX over float32 or float64 slices.
+func (k convGemmGradX) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	if out.Dtype() == tensor.Float32 {
-		addChannelBias(kernelData[float32](out), kernelData[float32](in[0]), kernelData[float32](in[1]), s[0], k.c, s[2:].TotalSize())
+		convGemmBackX(k.conv, kernelData[float32](out), kernelData[float32](in[0]), kernelData[float32](in[1]))
 	} else {
-		addChannelBias(kernelData[float64](out), kernelData[float64](in[0]), kernelData[float64](in[1]), s[0], k.c, s[2:].TotalSize())
+		convGemmBackX(k.conv, kernelData[float64](out), kernelData[float64](in[0]), kernelData[float64](in[1]))
 	}
 	return nil
 }
 
-// addChannelBias sets out[n, c, :] = x[n, c, :] + b[c] for x [N, C, inner].
-func addChannelBias[T opFloat](out, x, b []T, n, c, inner int) {
-	for i := 0; i < n*c; i++ {
-		bi := b[i%c]
-		dst := out[i*inner:][:inner]
-		for j, v := range x[i*inner:][:inner] {
-			dst[j] = v + bi
+// convGemmBackX computes dx from the filters w and dprod, the output's
+// gradient laid out as the product.
+func convGemmBackX[T opFloat](k convGemm, dx, w, dprod []T) {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	buf := convBuffers[T](k.cache)
+	mg, kg, np := k.groupDims(k.m)
+	buf.dcols = decoupledGrow(buf.dcols, k.groups*kg*np)
+	buf.wT = decoupledGrow(buf.wT, kg*mg)
+	for g := range k.groups {
+		wg := w[g*mg*kg : (g+1)*mg*kg]
+		for i := range mg {
+			for j, v := range wg[i*kg : (i+1)*kg] {
+				buf.wT[j*mg+i] = v
+			}
 		}
+		gemm(false, false, kg, np, mg, buf.wT, mg, dprod[g*mg*np:], np, 0, buf.dcols[g*kg*np:], np)
 	}
+	col2imCols(k.colGeom(), buf.dcols, dx)
 }
 
-// diffWRT reports which inputs of channelBiasAdd have a gradient.
-func (k channelBiasAdd) diffWRT() []bool { return []bool{true, true} }
+// convGemmGradW is the gradient of a convGemm with respect to its
+// filters, from x and the output's gradient laid out as the product: that
+// times the columns' transpose, per group. It uses the columns the
+// forward pass kept when they are of this x, and gathers them again
+// otherwise.
+type convGemmGradW struct{ conv convGemm }
 
-// grads adds the gradients of the inputs of channelBiasAdd to the graph.
-func (k channelBiasAdd) grads(_ G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-	db, err := applyKernel(channelSum(k), dy)
-	return G.Nodes{dy, db}, err
+// String names the kernel.
+func (k convGemmGradW) String() string { return "GradW" + k.conv.String() }
+
+// arity is the number of inputs of convGemmGradW.
+func (k convGemmGradW) arity() int { return 2 }
+
+// typ is the Gorgonia type of convGemmGradW.
+func (k convGemmGradW) typ() hm.Type { return kernelType(4, 4, len(k.conv.prodShape(k.conv.m))) }
+
+// shapeOf checks the input shapes of convGemmGradW and returns its output shape.
+func (k convGemmGradW) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
+	if err := checkKernelShape(k, "input", in[0], k.conv.inShape()); err != nil {
+		return nil, err
+	}
+	return k.conv.wShape(), checkKernelShape(k, "gradient", in[1], k.conv.prodShape(k.conv.m))
+}
+
+// overwritesOutput marks convGemmGradW as writing every output value.
+func (k convGemmGradW) overwritesOutput() {}
+
+// compute runs convGemmGradW over float32 or float64 slices.
+func (k convGemmGradW) compute(out *tensor.Dense, in []*tensor.Dense) error {
+	if out.Dtype() == tensor.Float32 {
+		convGemmBackW(k.conv, kernelData[float32](out), kernelData[float32](in[0]), kernelData[float32](in[1]))
+	} else {
+		convGemmBackW(k.conv, kernelData[float64](out), kernelData[float64](in[0]), kernelData[float64](in[1]))
+	}
+	return nil
+}
+
+// convGemmBackW computes dw from x and dprod, the output's gradient laid
+// out as the product.
+func convGemmBackW[T opFloat](k convGemm, dw, x, dprod []T) {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	buf := convBuffers[T](k.cache)
+	mg, kg, np := k.groupDims(k.m)
+	if buf.key != &x[0] {
+		buf.cols = decoupledGrow(buf.cols, k.groups*kg*np)
+		im2colCols(k.colGeom(), x, buf.cols)
+	}
+	buf.key = nil
+	for g := range k.groups {
+		buf.part = gemmReduce(mg, kg, np, dprod[g*mg*np:], np, buf.cols[g*kg*np:], np, dw[g*mg*kg:], kg, buf.part)
+	}
 }

@@ -23,17 +23,16 @@ type convCase struct {
 	bias    bool
 	win     onnximport.Window
 	group   int64
-	fast    bool // expected to take Gorgonia's Conv2d
 	outHW   [2]int
 	autoPad string
 }
 
-// convCases covers the fast path, asymmetric pads, strides, dilations,
+// convCases covers symmetric and asymmetric pads, strides, dilations,
 // groups, depthwise convolutions and auto_pad.
 var convCases = []convCase{
-	{name: "symmetric pads", x: []int{2, 3, 5, 5}, w: []int{4, 3, 3, 3}, bias: true, group: 1, fast: true,
+	{name: "symmetric pads", x: []int{2, 3, 5, 5}, w: []int{4, 3, 3, 3}, bias: true, group: 1,
 		win: window2([]int64{3, 3}, []int64{1, 1}, []int64{1, 1}, []int64{1, 1, 1, 1}), outHW: [2]int{5, 5}},
-	{name: "symmetric pads strided no bias", x: []int{1, 2, 6, 5}, w: []int{3, 2, 3, 2}, group: 1, fast: true,
+	{name: "symmetric pads strided no bias", x: []int{1, 2, 6, 5}, w: []int{3, 2, 3, 2}, group: 1,
 		win: window2([]int64{3, 2}, []int64{2, 1}, []int64{1, 1}, []int64{1, 0, 1, 0}), outHW: [2]int{3, 4}},
 	{name: "asymmetric pads strided", x: []int{2, 3, 6, 5}, w: []int{4, 3, 3, 3}, bias: true, group: 1,
 		win: window2([]int64{3, 3}, []int64{2, 2}, []int64{1, 1}, []int64{0, 1, 2, 1}), outHW: [2]int{3, 3}},
@@ -53,7 +52,7 @@ var convCases = []convCase{
 		win: window2([]int64{1, 1}, []int64{1, 1}, []int64{1, 1}, []int64{0, 0, 1, 0}), outHW: [2]int{4, 3}},
 	{name: "single image and channel", x: []int{1, 1, 4, 3}, w: []int{1, 1, 2, 2}, bias: true, group: 1,
 		win: window2([]int64{2, 2}, []int64{1, 1}, []int64{1, 1}, []int64{0, 1, 1, 0}), outHW: [2]int{4, 3}},
-	{name: "1x1 strided valid", x: []int{2, 3, 5, 4}, w: []int{2, 3, 1, 1}, bias: true, group: 1, fast: true,
+	{name: "1x1 strided valid", x: []int{2, 3, 5, 4}, w: []int{2, 3, 1, 1}, bias: true, group: 1,
 		win: window2([]int64{1, 1}, []int64{2, 3}, []int64{1, 1}, []int64{0, 0, 0, 0}), autoPad: "VALID", outHW: [2]int{3, 2}},
 }
 
@@ -157,8 +156,8 @@ func TestConvForward(t *testing.T) {
 	}
 }
 
-// TestConvPath checks which cases take Gorgonia's Conv2d: those without
-// groups, dilations or asymmetric pads.
+// TestConvPath checks that every case is one ConvGemm operation of this
+// package, and that its gradients are operations of this package too.
 func TestConvPath(t *testing.T) {
 	for _, c := range convCases {
 		g := G.NewGraph()
@@ -170,17 +169,27 @@ func TestConvPath(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		ours := false
-		for _, n := range g.AllNodes() {
-			if _, ok := n.Op().(kernelOp); ok && strings.HasPrefix(n.Op().String(), "Im2Col") {
-				ours = true
-			}
-		}
-		if ours == c.fast {
-			t.Errorf("%s: Gorgonia's Conv2d used %t, want %t", c.name, !ours, c.fast)
+		if _, ok := y.Op().(kernelOp); !ok || !strings.HasPrefix(y.Op().String(), "ConvGemm#") {
+			t.Errorf("%s: output computed by %v, want a ConvGemm", c.name, y.Op())
 		}
 		if want := (tensor.Shape{c.x[0], c.w[0], c.outHW[0], c.outHW[1]}); !y.Shape().Eq(want) {
 			t.Errorf("%s: output shape %v, want %v", c.name, y.Shape(), want)
+		}
+		loss, err := G.Sum(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grads, err := G.Grad(loss, nodes...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for i, prefix := range []string{"GradXConvGemm#", "GradWConvGemm#", "ChannelSum"} {
+			if i >= len(grads) {
+				break
+			}
+			if _, ok := grads[i].Op().(kernelOp); !ok || !strings.HasPrefix(grads[i].Op().String(), prefix) {
+				t.Errorf("%s: gradient %d computed by %v, want %s...", c.name, i, grads[i].Op(), prefix)
+			}
 		}
 	}
 }
@@ -241,8 +250,8 @@ func TestConvErrors(t *testing.T) {
 
 // BenchmarkConv times a training step's convolution work (forward, and
 // the gradients of x, w and b) of 32 images of 16x32x32 into 32
-// channels, 3x3, pads 1, in float32: Gorgonia's Conv2d, the columns of
-// this package, and the columns with 4 groups.
+// channels, 3x3, pads 1, in float32: Gorgonia's Conv2d (without the
+// bias), this package's, and this package's with 4 groups.
 func BenchmarkConv(b *testing.B) {
 	benches := []struct {
 		name  string
@@ -250,9 +259,9 @@ func BenchmarkConv(b *testing.B) {
 		pads  []int64
 		group int64
 	}{
-		{"Conv2d", []int{32, 16, 3, 3}, []int64{1, 1, 1, 1}, 1},
-		{"columns", []int{32, 16, 3, 3}, []int64{1, 1, 1, 1}, 1},
-		{"columns 4 groups", []int{32, 4, 3, 3}, []int64{1, 1, 1, 1}, 4},
+		{"Gorgonia Conv2d", []int{32, 16, 3, 3}, []int64{1, 1, 1, 1}, 1},
+		{"gemm", []int{32, 16, 3, 3}, []int64{1, 1, 1, 1}, 1},
+		{"gemm 4 groups", []int{32, 4, 3, 3}, []int64{1, 1, 1, 1}, 4},
 	}
 	for _, bc := range benches {
 		b.Run(bc.name, func(b *testing.B) {
@@ -268,16 +277,14 @@ func BenchmarkConv(b *testing.B) {
 					G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(f))))
 			}
 			x, w, bias := node("x", 32, 16, 32, 32), node("w", bc.w...), node("b", bc.w[0])
-			geo, err := resolveWindow2d("conv", window2([]int64{3, 3}, []int64{1, 1}, []int64{1, 1}, bc.pads), 32, 32)
-			if err != nil {
-				b.Fatal(err)
-			}
-			cv := convGeom{window2d: geo, n: 32, c: 16, groups: int(bc.group)}
 			var y *G.Node
-			if bc.name == "Conv2d" {
-				y, err = convGorgonia(x, w, bias, cv, 32)
+			var err error
+			wrt := []*G.Node{x, w, bias}
+			if bc.name == "Gorgonia Conv2d" {
+				y, err = G.Conv2d(x, w, tensor.Shape{3, 3}, []int{1, 1}, []int{1, 1}, []int{1, 1})
+				wrt = wrt[:2]
 			} else {
-				y, err = convColumns(x, w, bias, cv, 32)
+				y, err = conv(x, w, bias, window2([]int64{3, 3}, []int64{1, 1}, []int64{1, 1}, bc.pads), bc.group)
 			}
 			if err != nil {
 				b.Fatal(err)
@@ -286,10 +293,10 @@ func BenchmarkConv(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := G.Grad(loss, x, w, bias); err != nil {
+			if _, err := G.Grad(loss, wrt...); err != nil {
 				b.Fatal(err)
 			}
-			m := G.NewTapeMachine(g, G.BindDualValues(x, w, bias))
+			m := G.NewTapeMachine(g, G.BindDualValues(wrt...))
 			defer m.Close()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

@@ -2,7 +2,7 @@ package engine
 
 // This file holds the plumbing shared by the operations written here for
 // what Gorgonia lacks (ops_conv.go, ops_pool.go, ops_norm.go), and the
-// element-wise operations Clip and LeakyRelu.
+// element-wise operations Clip, Relu and LeakyRelu.
 //
 // Each operation is a kernel: a small comparable struct whose String
 // names it with every parameter, which checks input shapes and computes
@@ -54,8 +54,27 @@ type opDiffKernel interface {
 
 // kernelOp adapts a kernel to Gorgonia's Op and SDOp interfaces. It
 // differentiates symbolically (Grad, then a tape machine); it is no
-// ADOp, so Gorgonia's LispMachine cannot differentiate it.
-type kernelOp struct{ k opKernel }
+// ADOp, so Gorgonia's LispMachine cannot differentiate it. Each node has
+// its own kernelOp, whose out keeps the node's output tensor from one run
+// to the next.
+type kernelOp struct {
+	k   opKernel
+	out *kernelOut
+}
+
+// kernelOut is the output tensor of one node, which every run of the
+// node computes into again: a machine run reads a node's value only
+// between the node's computation and the end of the run (Read and the
+// gradients bound to dual values copy or keep it until the next run), so
+// reusing it saves allocating and zeroing a tensor per node and run.
+type kernelOut struct{ t *tensor.Dense }
+
+// opOverwriter is a kernel whose compute writes every value of its
+// output, so that a reused output need not be zeroed first.
+type opOverwriter interface {
+	opKernel
+	overwritesOutput()
+}
 
 // kernelOp is a Gorgonia operation with a symbolic gradient.
 var (
@@ -65,7 +84,7 @@ var (
 
 // applyKernel adds a node computing k from the children.
 func applyKernel(k opKernel, children ...*G.Node) (*G.Node, error) {
-	n, err := G.ApplyOp(kernelOp{k}, children...)
+	n, err := G.ApplyOp(kernelOp{k: k, out: &kernelOut{}}, children...)
 	if err != nil {
 		return nil, fmt.Errorf("adding %v: %w", k, err)
 	}
@@ -94,12 +113,12 @@ func (o kernelOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return o.k.shapeOf(shapes)
 }
 
-// Do computes the output into a new tensor. kernelOp has no
-// UsePreallocDo on purpose: the tape machine offers as preallocated
-// output whatever tensor a register last held, which may share memory
-// with a live value (Gorgonia's Reshape returns a view of its input, a
-// parameter for instance).
-func (o kernelOp) Do(in ...G.Value) (G.Value, error) { return runKernel(o.k, in) }
+// Do computes the output into the node's output tensor (see kernelOut),
+// made on the first run. kernelOp has no UsePreallocDo on purpose: the
+// tape machine offers as preallocated output whatever tensor a register
+// last held, which may share memory with a live value (Gorgonia's
+// Reshape returns a view of its input, a parameter for instance).
+func (o kernelOp) Do(in ...G.Value) (G.Value, error) { return runKernel(o.k, in, o.out) }
 
 // ReturnsPtr reports false: the output never aliases an input.
 func (o kernelOp) ReturnsPtr() bool { return false }
@@ -141,8 +160,10 @@ func (o kernelOp) SymDiff(in G.Nodes, out, dy *G.Node) (G.Nodes, error) {
 	return d.grads(in, out, dy)
 }
 
-// runKernel checks the input values and computes k into a new tensor.
-func runKernel(k opKernel, values []G.Value) (G.Value, error) {
+// runKernel checks the input values and computes k into the tensor out
+// holds, or into a new one (kept in out when out is not nil) when out
+// holds none of the output's element type and size.
+func runKernel(k opKernel, values []G.Value, out *kernelOut) (G.Value, error) {
 	if len(values) != k.arity() {
 		return nil, fmt.Errorf("%v: %d inputs, want %d", k, len(values), k.arity())
 	}
@@ -168,11 +189,37 @@ func runKernel(k opKernel, values []G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := tensor.New(tensor.Of(in[0].Dtype()), tensor.WithShape(s...))
-	if err := k.compute(out, in); err != nil {
+	t := reuseOutput(k, out, in[0].Dtype(), s)
+	if t == nil {
+		t = tensor.New(tensor.Of(in[0].Dtype()), tensor.WithShape(s...))
+		if out != nil {
+			out.t = t
+		}
+	}
+	if err := k.compute(t, in); err != nil {
 		return nil, fmt.Errorf("%v: %w", k, err)
 	}
-	return out, nil
+	return t, nil
+}
+
+// reuseOutput returns out's tensor ready for k to compute into: of
+// element type dt, shape s (Gorgonia's in-place Reshape may have
+// reshaped it) and zeroed unless k overwrites every value; nil when out
+// holds no tensor of that type and size.
+func reuseOutput(k opKernel, out *kernelOut, dt tensor.Dtype, s tensor.Shape) *tensor.Dense {
+	if out == nil || out.t == nil || out.t.Dtype() != dt || out.t.DataSize() != s.TotalSize() || out.t.IsView() {
+		return nil
+	}
+	t := out.t
+	if !t.Shape().Eq(s) {
+		if err := t.Reshape(s...); err != nil {
+			return nil
+		}
+	}
+	if _, ok := k.(opOverwriter); !ok {
+		t.Zero()
+	}
+	return t
 }
 
 // opFloat is the element type of the slices kernels compute on.
@@ -296,6 +343,9 @@ func (k channelSum) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
 	}
 	return tensor.Shape{k.c}, nil
 }
+
+// overwritesOutput marks channelSum as writing every output value.
+func (k channelSum) overwritesOutput() {}
 
 // compute runs channelSum over float32 or float64 slices.
 func (k channelSum) compute(out *tensor.Dense, in []*tensor.Dense) error {
@@ -453,6 +503,9 @@ func (k leakyReluKernel) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
 	return in[0].Clone(), nil
 }
 
+// overwritesOutput marks leakyReluKernel as writing every output value.
+func (k leakyReluKernel) overwritesOutput() {}
+
 // compute runs leakyReluKernel over float32 or float64 slices.
 func (k leakyReluKernel) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	if out.Dtype() == tensor.Float32 {
@@ -472,15 +525,50 @@ func (k leakyReluKernel) grads(in G.Nodes, _, dy *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx}, err
 }
 
-// leakyReluOf writes v where x >= 0 and alpha*v where x < 0: the
-// activation when v is x, its gradient when v is dy.
+// leakyReluOf writes v where x >= 0 and alpha*v where x < 0 (0 when
+// alpha is 0): the activation when v is x, its gradient when v is dy.
 func leakyReluOf[T opFloat](out, x, v []T, alpha T) {
-	for i, xi := range x {
-		if xi < 0 {
-			out[i] = alpha * v[i]
-		} else {
-			out[i] = v[i]
+	kernelParallel(len(x), 1, func(lo, hi int) {
+		switch xs := any(x[lo:hi]).(type) {
+		case []float32:
+			leakyRelu32(any(out[lo:hi]).([]float32), xs, any(v[lo:hi]).([]float32), float32(alpha))
+		case []float64:
+			leakyRelu64(any(out[lo:hi]).([]float64), xs, any(v[lo:hi]).([]float64), float64(alpha))
 		}
+	})
+}
+
+// leakyRelu32 is leakyReluOf on float32 values. It selects with a bit
+// mask rather than a branch, which the signs of activations would make
+// unpredictable.
+func leakyRelu32(out, x, v []float32, alpha float32) {
+	v, out = v[:len(x)], out[:len(x)]
+	for i, xi := range x {
+		var neg uint32
+		if xi < 0 {
+			neg = ^uint32(0)
+		}
+		var a uint32
+		if alpha != 0 {
+			a = math.Float32bits(alpha * v[i])
+		}
+		out[i] = math.Float32frombits(math.Float32bits(v[i])&^neg | a&neg)
+	}
+}
+
+// leakyRelu64 is leakyReluOf on float64 values (see leakyRelu32).
+func leakyRelu64(out, x, v []float64, alpha float64) {
+	v, out = v[:len(x)], out[:len(x)]
+	for i, xi := range x {
+		var neg uint64
+		if xi < 0 {
+			neg = ^uint64(0)
+		}
+		var a uint64
+		if alpha != 0 {
+			a = math.Float64bits(alpha * v[i])
+		}
+		out[i] = math.Float64frombits(math.Float64bits(v[i])&^neg | a&neg)
 	}
 }
 
@@ -502,6 +590,9 @@ func (k leakyReluGrad) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
 	return in[0].Clone(), checkKernelShape(k, "gradient", in[1], in[0])
 }
 
+// overwritesOutput marks leakyReluGrad as writing every output value.
+func (k leakyReluGrad) overwritesOutput() {}
+
 // compute runs leakyReluGrad over float32 or float64 slices.
 func (k leakyReluGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	if out.Dtype() == tensor.Float32 {
@@ -510,6 +601,17 @@ func (k leakyReluGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
 		leakyReluOf(kernelData[float64](out), kernelData[float64](in[0]), kernelData[float64](in[1]), k.alpha)
 	}
 	return nil
+}
+
+// relu adds an ONNX Relu: x for x >= 0 (NaN kept), 0 below. It is
+// LeakyRelu with alpha 0, whose gradient passes dy where x >= 0, as
+// Gorgonia's Rectify does.
+func relu(x *G.Node) (*G.Node, error) {
+	s, err := checkOpInput("relu: input", x, -1)
+	if err != nil {
+		return nil, err
+	}
+	return applyKernel(leakyReluKernel{rank: len(s)}, x)
 }
 
 // leakyRelu adds an ONNX LeakyRelu: x for x >= 0, alpha*x below.

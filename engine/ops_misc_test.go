@@ -467,3 +467,60 @@ func compareGolden(t *testing.T, path, got string) {
 		t.Errorf("%s changed (-want +got; go test -update accepts the change):\n%s", path, diff)
 	}
 }
+
+// TestKernelOutputReuse runs x -> Relu -> Reshape -> Clip -> Reshape
+// several times with new inputs and checks every result: the kernels
+// compute into the tensors of their first run (Relu overwriting it, Clip
+// zeroing it first), even after Gorgonia's Reshape has reshaped them in
+// place.
+func TestKernelOutputReuse(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewTensor(g, tensor.Float64, 2, G.WithShape(2, 3), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking(make([]float64, 6)))))
+	y, err := relu(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat, err := G.Reshape(y, tensor.Shape{6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clip(flat, -1, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := G.Reshape(c, tensor.Shape{3, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got G.Value
+	G.Read(out, &got)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	var first []*tensor.Dense
+	for run, in := range [][]float64{{-1, 0.2, 3, 0.4, -0.5, 0.1}, {0.3, -2, 0.6, 0.1, 0.7, -0.2}, {1, 1, 1, -1, -1, -1}} {
+		if err := G.Let(x, tensor.New(tensor.WithShape(2, 3), tensor.WithBacking(in))); err != nil {
+			t.Fatal(err)
+		}
+		m.Reset()
+		if err := m.RunAll(); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		want := make([]float64, len(in))
+		for i, v := range in {
+			want[i] = min(max(v, 0), 0.5)
+		}
+		if d, ok := got.(*tensor.Dense); !ok || !d.Shape().Eq(tensor.Shape{3, 2}) || !cmp.Equal(d.Float64s(), want) {
+			t.Errorf("run %d: %v, want %v of shape (3, 2)", run, got, want)
+		}
+		vals := []*tensor.Dense{y.Value().(*tensor.Dense), c.Value().(*tensor.Dense)}
+		if first == nil {
+			first = vals
+		}
+		for i, v := range vals {
+			if v != first[i] {
+				t.Errorf("run %d: kernel %d computed into a new tensor", run, i)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -32,7 +33,7 @@ func maxPool(x *G.Node, win onnximport.Window) (*G.Node, error) {
 	if err := geo.checkCovered("maxPool"); err != nil {
 		return nil, err
 	}
-	return applyKernel(maxPoolKernel{poolGeom{window2d: geo, n: xs[0], c: xs[1]}}, x)
+	return applyKernel(maxPoolKernel{poolGeom: poolGeom{window2d: geo, n: xs[0], c: xs[1]}, argmax: &poolArgmax{}}, x)
 }
 
 // avgPool adds an ONNX AveragePool over x [N,C,H,W]: 2-D, pads or
@@ -110,8 +111,22 @@ func (g poolGeom) inShape() tensor.Shape { return tensor.Shape{g.n, g.c, g.h, g.
 // outShape is the shape of the output.
 func (g poolGeom) outShape() tensor.Shape { return tensor.Shape{g.n, g.c, g.oh, g.ow} }
 
-// maxPoolKernel is MaxPool with ONNX geometry.
-type maxPoolKernel struct{ poolGeom }
+// maxPoolKernel is MaxPool with ONNX geometry. Its forward pass keeps in
+// argmax where each window's maximum was, for maxPoolGrad.
+type maxPoolKernel struct {
+	poolGeom
+	argmax *poolArgmax
+}
+
+// poolArgmax holds the positions of the window maxima of a max pooling's
+// last forward pass.
+type poolArgmax struct {
+	mu sync.Mutex
+	at []int32 // per output value, the index of its maximum in its input plane
+	// key is the first element (a *float32 or *float64) of the x the
+	// positions are of; nil once the gradient has used them.
+	key any
+}
 
 // String names the kernel.
 func (k maxPoolKernel) String() string { return "MaxPool{" + k.poolGeom.String() + "}" }
@@ -127,12 +142,22 @@ func (k maxPoolKernel) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
 	return k.outShape(), checkKernelShape(k, "input", in[0], k.inShape())
 }
 
+// overwritesOutput marks maxPoolKernel as writing every output value.
+func (k maxPoolKernel) overwritesOutput() {}
+
 // compute runs maxPoolKernel over float32 or float64 slices.
 func (k maxPoolKernel) compute(out *tensor.Dense, in []*tensor.Dense) error {
+	k.argmax.mu.Lock()
+	defer k.argmax.mu.Unlock()
+	k.argmax.at = decoupledGrow(k.argmax.at, k.outShape().TotalSize())
 	if out.Dtype() == tensor.Float32 {
-		maxPoolOf(k.poolGeom, kernelData[float32](out), kernelData[float32](in[0]), nil, false)
+		x := kernelData[float32](in[0])
+		maxPoolOf(k.poolGeom, kernelData[float32](out), x, nil, k.argmax.at, false)
+		k.argmax.key = &x[0]
 	} else {
-		maxPoolOf(k.poolGeom, kernelData[float64](out), kernelData[float64](in[0]), nil, false)
+		x := kernelData[float64](in[0])
+		maxPoolOf(k.poolGeom, kernelData[float64](out), x, nil, k.argmax.at, false)
+		k.argmax.key = &x[0]
 	}
 	return nil
 }
@@ -147,7 +172,8 @@ func (k maxPoolKernel) grads(in G.Nodes, _, dy *G.Node) (G.Nodes, error) {
 }
 
 // maxPoolGrad is the gradient of MaxPool: each output gradient goes to
-// the input cell that was the window's maximum, found again from x.
+// the input cell that was the window's maximum, as the forward pass of
+// this x recorded it, or found again from x.
 type maxPoolGrad maxPoolKernel
 
 // String names the kernel.
@@ -167,30 +193,58 @@ func (k maxPoolGrad) shapeOf(in []tensor.Shape) (tensor.Shape, error) {
 	return k.inShape(), checkKernelShape(k, "gradient", in[1], k.outShape())
 }
 
+// overwritesOutput marks maxPoolGrad as writing every output value.
+func (k maxPoolGrad) overwritesOutput() {}
+
 // compute runs maxPoolGrad over float32 or float64 slices.
 func (k maxPoolGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
+	k.argmax.mu.Lock()
+	defer k.argmax.mu.Unlock()
 	if out.Dtype() == tensor.Float32 {
-		maxPoolOf(k.poolGeom, kernelData[float32](in[1]), kernelData[float32](in[0]), kernelData[float32](out), true)
+		maxPoolGradOf(k, kernelData[float32](in[1]), kernelData[float32](in[0]), kernelData[float32](out))
 	} else {
-		maxPoolOf(k.poolGeom, kernelData[float64](in[1]), kernelData[float64](in[0]), kernelData[float64](out), true)
+		maxPoolGradOf(k, kernelData[float64](in[1]), kernelData[float64](in[0]), kernelData[float64](out))
 	}
 	return nil
+}
+
+// maxPoolGradOf computes dx from dy, with the positions of the maxima
+// the forward pass recorded when they are of x.
+func maxPoolGradOf[T opFloat](k maxPoolGrad, dy, x, dx []T) {
+	var at []int32
+	if key, ok := k.argmax.key.(*T); ok && key == &x[0] {
+		at = k.argmax.at
+	}
+	k.argmax.key = nil
+	maxPoolOf(k.poolGeom, dy, x, dx, at, true)
 }
 
 // maxPoolOf writes each window's maximum of x into y (back false), or
 // zeroes dx and adds y, the output's gradient, to the input cell of each
 // window's maximum (back true). A NaN is the maximum of any window it is
-// in. Planes (n, c) are independent, so the work is split by plane.
-func maxPoolOf[T opFloat](g poolGeom, y, x, dx []T, back bool) {
+// in. When at is not nil, the forward pass stores there the index in its
+// plane of each window's maximum, and the backward pass takes them from
+// there instead of searching x. Planes (n, c) are independent, so the
+// work is split by plane.
+func maxPoolOf[T opFloat](g poolGeom, y, x, dx []T, at []int32, back bool) {
 	plane, oplane := g.h*g.w, g.oh*g.ow
 	kernelParallel(g.n*g.c, oplane*g.kh*g.kw, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			src := x[p*plane:][:plane]
 			dst := y[p*oplane:][:oplane]
-			var grad []T
+			var pat []int32
+			if at != nil {
+				pat = at[p*oplane:][:oplane]
+			}
 			if back {
-				grad = dx[p*plane:][:plane]
+				grad := dx[p*plane:][:plane]
 				clear(grad)
+				if pat != nil {
+					for o, q := range pat {
+						grad[q] += dst[o]
+					}
+					continue
+				}
 			}
 			for oh := 0; oh < g.oh; oh++ {
 				hLo, hHi := g.taps(oh, g.sh, g.pt, g.dh, g.kh, g.h)
@@ -201,14 +255,31 @@ func maxPoolOf[T opFloat](g poolGeom, y, x, dx []T, back bool) {
 						row := (oh*g.sh - g.pt + i*g.dh) * g.w
 						for j := wLo; j < wHi; j++ {
 							q := row + ow*g.sw - g.pl + j*g.dw
-							if v := src[q]; at < 0 || v > best || v != v {
-								best, at = v, q
+							if at < 0 {
+								best, at = src[q], q
+								continue
 							}
+							// at moves to q when v > best or v is NaN,
+							// without a branch on the data (whose
+							// outcome would be unpredictable).
+							v, take := src[q], 0
+							if v > best {
+								take = 1
+							}
+							if v != v {
+								take = 1
+							}
+							at += (q - at) * take
+							best = src[at]
 						}
 					}
-					if back {
-						grad[at] += dst[oh*g.ow+ow]
-					} else {
+					switch {
+					case back:
+						dx[p*plane+at] += dst[oh*g.ow+ow]
+					case pat != nil:
+						dst[oh*g.ow+ow] = best
+						pat[oh*g.ow+ow] = int32(at)
+					default:
 						dst[oh*g.ow+ow] = best
 					}
 				}
