@@ -198,44 +198,9 @@ func decoupledGeometry(win onnximport.Window, xs, ws tensor.Shape) (im2colGeom, 
 	} else if len(win.Kernel) != 2 || win.Kernel[0] != kernel[0] || win.Kernel[1] != kernel[1] {
 		return g, fmt.Errorf("window: kernel_shape %v does not match the filters' %v", win.Kernel, kernel)
 	}
-	fill := func(name string, v []int64, size int, def int64) ([]int64, error) {
-		if v == nil {
-			v = make([]int64, size)
-			for i := range v {
-				v[i] = def
-			}
-		}
-		if len(v) != size {
-			return nil, fmt.Errorf("window: %s has %d values, want %d", name, len(v), size)
-		}
-		return v, nil
-	}
-	var err error
-	if win.Strides, err = fill("strides", win.Strides, 2, 1); err != nil {
-		return g, err
-	}
-	if win.Dilations, err = fill("dilations", win.Dilations, 2, 1); err != nil {
-		return g, err
-	}
-	if win.Pads, err = fill("pads", win.Pads, 4, 0); err != nil {
-		return g, err
-	}
-	for i := range 2 {
-		if win.Strides[i] < 1 || win.Dilations[i] < 1 {
-			return g, fmt.Errorf("window: strides %v and dilations %v must be positive", win.Strides, win.Dilations)
-		}
-	}
-	for _, p := range win.Pads {
-		if p < 0 {
-			return g, fmt.Errorf("window: pads %v must not be negative", win.Pads)
-		}
-	}
-	switch win.AutoPad {
-	case "", "NOTSET":
-		win.AutoPad = "NOTSET"
-	case "SAME_UPPER", "SAME_LOWER", "VALID":
-	default:
-		return g, fmt.Errorf("window: auto_pad %q is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", win.AutoPad)
+	win, err := win.Resolve()
+	if err != nil {
+		return g, fmt.Errorf("window: %w", err)
 	}
 	out, pads, err := win.Output([]onnximport.Dim{{Size: int64(xs[2])}, {Size: int64(xs[3])}})
 	if err != nil {
