@@ -410,12 +410,18 @@ func newInputNode(g *G.ExprGraph, dt Float, shape []int, name string, v G.Value)
 }
 
 // loadF32 returns a copy of a value's data as float32.
-func loadF32(v G.Value) ([]float32, error) {
+func loadF32(v G.Value) ([]float32, error) { return load[float32](v) }
+
+// loadF64 returns a copy of a value's data as float64.
+func loadF64(v G.Value) ([]float64, error) { return load[float64](v) }
+
+// load returns a copy of a value's data converted to T.
+func load[T float32 | float64](v G.Value) ([]T, error) {
 	switch s := v.(type) {
 	case *G.F32:
-		return []float32{float32(*s)}, nil
+		return []T{T(*s)}, nil
 	case *G.F64:
-		return []float32{float32(*s)}, nil
+		return []T{T(*s)}, nil
 	case nil:
 		return nil, errors.New("no value")
 	}
@@ -425,42 +431,20 @@ func loadF32(v G.Value) ([]float32, error) {
 	}
 	switch data := d.Data().(type) {
 	case []float32:
-		return slices.Clone(data), nil
+		return convertSlice[T](data), nil
 	case []float64:
-		out := make([]float32, len(data))
-		for i, x := range data {
-			out[i] = float32(x)
-		}
-		return out, nil
+		return convertSlice[T](data), nil
 	}
 	return nil, fmt.Errorf("element type %v is not supported", d.Dtype())
 }
 
-// loadF64 returns a copy of a value's data as float64.
-func loadF64(v G.Value) ([]float64, error) {
-	switch s := v.(type) {
-	case *G.F32:
-		return []float64{float64(*s)}, nil
-	case *G.F64:
-		return []float64{float64(*s)}, nil
-	case nil:
-		return nil, errors.New("no value")
+// convertSlice returns a copy of data converted to T.
+func convertSlice[T, S float32 | float64](data []S) []T {
+	out := make([]T, len(data))
+	for i, x := range data {
+		out[i] = T(x)
 	}
-	d, err := denseOf(v)
-	if err != nil {
-		return nil, err
-	}
-	switch data := d.Data().(type) {
-	case []float32:
-		out := make([]float64, len(data))
-		for i, x := range data {
-			out[i] = float64(x)
-		}
-		return out, nil
-	case []float64:
-		return slices.Clone(data), nil
-	}
-	return nil, fmt.Errorf("element type %v is not supported", d.Dtype())
+	return out
 }
 
 // storeF32 copies data into a value in place, converting to its element
