@@ -59,6 +59,7 @@ func newRootCmd(streams iostreams) *cobra.Command {
 		newInspectCmd(opts, nil),
 		newModelsCmd(opts, nil),
 		newRewriteCmd(opts, nil),
+		newEvalCmd(opts, nil),
 	)
 	return cmd
 }
