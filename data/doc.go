@@ -102,4 +102,12 @@
 // The generators are written out in this package (SplitMix64 with Fisher-
 // Yates shuffles), so shuffles, held-out samples, augmentations and the
 // synthetic images stay the same across Go releases.
+//
+// # Preprocessing in a model
+//
+// A model records how its inputs are prepared under the metadata_props key
+// MetaPreprocess ("dcconvert.preprocess"), as the JSON form of
+// Preprocessing (input shape, per-channel mean and std, class names), so
+// that eval needs no preprocessing flags. ReadPreprocessing and
+// WritePreprocessing read and write it.
 package data

@@ -10,6 +10,7 @@
 //	inspect MODEL   describe a model: inputs, outputs, operators, convolutions, parameters
 //	models NAME     build a VGG-family or ResNet model with deterministic weights
 //	rewrite MODEL   replace convolutions by decoupled convolutions with the same weights
+//	eval MODEL      top-1, top-5 and cross-entropy of a model on a data set
 //
 // Every command takes -v/--verbose and -q/--quiet; dcconvert --version prints
 // the version. Run "dcconvert <command> --help" for a command's flags.
