@@ -551,10 +551,19 @@ func (b *builder) graphInputs() error {
 	return nil
 }
 
-// graphOutputs reads every graph output back through a Read node.
+// graphOutputs reads every graph output, then every tap, back through a
+// Read node.
 func (b *builder) graphOutputs() error {
+	names := []string{}
 	for _, out := range b.m.Graph().GetOutput() {
-		name := out.GetName()
+		names = append(names, out.GetName())
+	}
+	for _, tap := range b.opts.Taps {
+		if !slices.Contains(names, tap) {
+			names = append(names, tap)
+		}
+	}
+	for _, name := range names {
 		v, err := b.value(name)
 		if err != nil {
 			return fmt.Errorf("graph output %q: %w", name, err)

@@ -55,6 +55,10 @@ type Options struct {
 	// one of the K classes. 0 (the default) is the plain negative
 	// log-likelihood.
 	LabelSmoothing float64
+	// Taps names intermediate values of the graph that Forward returns
+	// next to the graph outputs (calibration reads a layer's input this
+	// way).
+	Taps []string
 }
 
 // Tensor is a dense float32 tensor in row-major order, as the engine

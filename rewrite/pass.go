@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/dcconvert/dcconvert/dcnet"
@@ -17,6 +18,16 @@ type Options struct {
 	Layers string
 	// Inline writes function bodies in place of the decoupled nodes.
 	Inline bool
+	// Calib supplies calibration data (DCNET.md section 3): with it, a
+	// learnable radius gets its RhoScale measured, RhoAuto the rho
+	// attribute, and AlphaAuto the per-channel output scale.
+	Calib Calibrator
+	// RhoAuto fixes each layer's radius at the mean patch norm of the
+	// calibration data.
+	RhoAuto bool
+	// AlphaAuto fits each layer's per-channel output scale A by least
+	// squares against the source convolution.
+	AlphaAuto bool
 }
 
 // State is what the passes of one rewrite share.
@@ -45,6 +56,7 @@ func Passes(opts Options) []Pass {
 		{"name-nodes", "give every unnamed Conv a unique name", nameNodes},
 		{"select", "resolve the layer selection to Conv nodes", selectLayers},
 		{"decouple", "replace each selected Conv by a DecoupledConv node", decouple},
+		{"calibrate", "measure radii and output scales on calibration data (with Calib)", calibrate},
 		{"functions", "add one model-local function per distinct configuration", addFunctions},
 		{"metadata", "record the configurations in metadata_props", writeMetadata},
 	}
@@ -59,6 +71,16 @@ func Passes(opts Options) []Pass {
 // the rewrite, naming the pass. On error the model may be partly changed:
 // callers that must keep it intact rewrite a fresh copy.
 func Run(m *onnximport.Model, opts Options, check func(pass string, m *onnximport.Model) error) (*Report, error) {
+	if (opts.RhoAuto || opts.AlphaAuto) && opts.Calib == nil {
+		return nil, errors.New("calibration (rho or alpha auto) needs calibration data")
+	}
+	if opts.RhoAuto {
+		if !opts.Config.NeedsRho() {
+			return nil, fmt.Errorf("magnitude %s has no radius to calibrate", opts.Config.Magnitude)
+		}
+		opts.Config.LearnRho = false
+		opts.Config.Rho = 1 // replaced by the measured mean patch norm
+	}
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
 	}

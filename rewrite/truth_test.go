@@ -529,3 +529,36 @@ func TestTruthTwoConfigurations(t *testing.T) {
 	}
 	t.Logf("compared 2 forms of a model with 2 configurations (ball on layers 0 and 2, tanh on 1 and 3)")
 }
+
+// TestTruthCalibrated: a calibrated layer (measured RhoScale and fitted
+// output scale) passes the checker and matches PyTorch in both forms.
+func TestTruthCalibrated(t *testing.T) {
+	ort := peer.ORT(t)
+	torch := peer.Torch(t)
+	dir := t.TempDir()
+	m := build(t, "vgg-mini", func(c *models.Config) { c.Opset = 9 })
+	opts := rewrite.Options{Config: config(dcnet.MagBall, dcnet.AngSigmoid, nil), Layers: "0", Calib: newInputCalibrator(2), AlphaAuto: true}
+	if _, err := rewrite.Run(m, opts, validate); err != nil {
+		t.Fatal(err)
+	}
+	fnPath := write(t, m, dir, "calibrated.onnx")
+	inl := clone(m)
+	if err := rewrite.Inline(inl); err != nil {
+		t.Fatal(err)
+	}
+	inlPath := write(t, inl, dir, "calibrated.inline.onnx")
+	input := map[string]peer.Tensor{"input": randomInput(8, 2, 1, 28, 28)}
+	ref, err := torch.Run(fnPath, input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fnPath, inlPath} {
+		peer.CheckModel(t, p)
+		got, err := ort.Run(p, input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compare(t, filepath.Base(p), got["output"], ref.Outputs["output"], relTol)
+	}
+	t.Logf("compared 2 forms of a calibrated model with PyTorch")
+}

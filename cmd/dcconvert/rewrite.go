@@ -25,6 +25,10 @@ type rewriteOptions struct {
 	Rewrite rewrite.Options
 	// JSON prints the report as JSON on standard output.
 	JSON bool
+	// Calib is the calibration data directory (or "synthetic"), empty for
+	// none; CalibBatches is how many of its batches calibration uses.
+	Calib        string
+	CalibBatches int
 }
 
 // rewriteFlags holds the flag values that become a dcnet.Config.
@@ -81,11 +85,12 @@ and a rename, so a failed run leaves no partial file.`),
 			if opts.Out == "" {
 				return usageErrorf("rewrite: missing required flag -o/--output")
 			}
-			cfg, err := rewriteConfig(cmd, f)
+			cfg, err := rewriteConfig(cmd, f, &opts.Rewrite)
 			if err != nil {
 				return err
 			}
 			opts.Rewrite.Config = cfg
+			opts.Calib, opts.CalibBatches = f.calib, f.calibBatches
 			if runF != nil {
 				return runF(opts)
 			}
@@ -97,13 +102,13 @@ and a rename, so a failed run leaves no partial file.`),
 	fl.StringVar(&f.mag, "mag", f.mag, "magnitude function: "+joinNames(dcnet.Magnitudes()))
 	fl.StringVar(&f.ang, "ang", f.ang, "angular activation: "+joinNames(dcnet.Angulars()))
 	fl.StringVar(&f.weighted, "weighted", f.weighted, "weighting by the filter norm: "+joinNames(dcnet.Weightings()))
-	fl.StringVar(&f.alpha, "alpha", f.alpha, "scale alpha of the magnitude function, F > 0 (auto, a per-channel least-squares fit on --calib data, needs calibration, not in this version)")
+	fl.StringVar(&f.alpha, "alpha", f.alpha, "scale alpha of the magnitude function, F > 0, or auto: a per-channel output scale fitted by least squares on --calib data")
 	fl.Float32Var(&f.beta, "beta", f.beta, "slope beta of seg above the radius and weight of log in mix (>= 0)")
 	fl.Float32Var(&f.k, "k", f.k, "steepness k of the sigmoid angular activation (> 0)")
-	fl.StringVar(&f.rho, "rho", "", "radius of ball, tanh and seg: F > 0 or learn (auto, the mean patch norm on --calib data, needs calibration, not in this version) (default learn where the magnitude needs it)")
+	fl.StringVar(&f.rho, "rho", "", "radius of ball, tanh and seg: F > 0, learn, or auto: the mean patch norm on --calib data (default learn where the magnitude needs it)")
 	fl.Float32Var(&f.eps, "eps", f.eps, "epsilon inside the norms' square roots (> 0)")
 	fl.StringVar(&opts.Rewrite.Layers, "layers", "", "layers to rewrite (default every Conv with group 1)")
-	fl.StringVar(&f.calib, "calib", "", "calibration data for --rho auto, --alpha auto and learnable radii (not in this version)")
+	fl.StringVar(&f.calib, "calib", "", "calibration data (a DATA directory or synthetic) for --rho auto, --alpha auto and learnable radii")
 	fl.IntVar(&f.calibBatches, "calib-batches", f.calibBatches, "batches of calibration data to use")
 	fl.BoolVar(&opts.Rewrite.Inline, "inline", false, "write the function bodies in place (no custom domain left)")
 	fl.BoolVar(&opts.JSON, "json", false, "print the report as JSON on standard output")
@@ -122,13 +127,10 @@ func joinNames[T ~string](names []T) string {
 // formatFloat writes a flag default without trailing zeros.
 func formatFloat(v float32) string { return strconv.FormatFloat(float64(v), 'g', -1, 32) }
 
-// errNoCalibration is the message for the flags that need calibration.
-const errNoCalibration = "calibration is not available in this version of dcconvert"
-
 // rewriteConfig turns the flags into an operator configuration, checking
 // each value and the combination: a flag the chosen operator does not use
 // is a usage error rather than silently ignored.
-func rewriteConfig(cmd *cobra.Command, f rewriteFlags) (dcnet.Config, error) {
+func rewriteConfig(cmd *cobra.Command, f rewriteFlags, ro *rewrite.Options) (dcnet.Config, error) {
 	given := cmd.Flags().Changed
 	cfg := dcnet.DefaultConfig()
 	cfg.Magnitude = dcnet.Magnitude(f.mag)
@@ -138,7 +140,7 @@ func rewriteConfig(cmd *cobra.Command, f rewriteFlags) (dcnet.Config, error) {
 	var errs []error
 	switch f.alpha {
 	case "auto":
-		errs = append(errs, fmt.Errorf("--alpha auto: %s; give --alpha F", errNoCalibration))
+		ro.AlphaAuto = true
 	default:
 		v, err := strconv.ParseFloat(f.alpha, 32)
 		if err != nil {
@@ -146,8 +148,11 @@ func rewriteConfig(cmd *cobra.Command, f rewriteFlags) (dcnet.Config, error) {
 		}
 		cfg.Alpha = float32(v)
 	}
-	if given("calib") || given("calib-batches") {
-		errs = append(errs, fmt.Errorf("--calib: %s", errNoCalibration))
+	if given("calib-batches") && !given("calib") {
+		errs = append(errs, errors.New("--calib-batches: give --calib DATA too"))
+	}
+	if f.calibBatches < 1 {
+		errs = append(errs, fmt.Errorf("--calib-batches %d: must be at least 1", f.calibBatches))
 	}
 	switch f.rho {
 	case "":
@@ -155,7 +160,8 @@ func rewriteConfig(cmd *cobra.Command, f rewriteFlags) (dcnet.Config, error) {
 	case "learn":
 		cfg.LearnRho = true
 	case "auto":
-		errs = append(errs, fmt.Errorf("--rho auto: %s; give --rho F or --rho learn", errNoCalibration))
+		ro.RhoAuto = true
+		cfg.Rho = 1 // replaced by the measured mean patch norm
 	default:
 		v, err := strconv.ParseFloat(f.rho, 32)
 		if err != nil {
@@ -175,6 +181,12 @@ func rewriteConfig(cmd *cobra.Command, f rewriteFlags) (dcnet.Config, error) {
 		if given("k") && !cfg.UsesK() {
 			errs = append(errs, fmt.Errorf("--k: angular activation %s does not use k (sigmoid does)", cfg.Angular))
 		}
+		if (ro.AlphaAuto || ro.RhoAuto) && !given("calib") {
+			errs = append(errs, errors.New("--alpha auto and --rho auto measure on data: give --calib DATA"))
+		}
+		if given("calib") && !ro.AlphaAuto && !ro.RhoAuto && !cfg.LearnRho {
+			errs = append(errs, fmt.Errorf("--calib: nothing to calibrate (a learnable radius, --rho auto or --alpha auto is)"))
+		}
 	}
 	if len(errs) > 0 {
 		return cfg, asUsageError(errors.Join(errs...))
@@ -188,6 +200,13 @@ func runRewrite(opts *rewriteOptions) error {
 	m, err := onnximport.ReadFile(opts.Model)
 	if err != nil {
 		return err
+	}
+	if opts.Calib != "" {
+		calib, err := newEngineCalibrator(opts.Model, m, opts.Calib, opts.CalibBatches)
+		if err != nil {
+			return err
+		}
+		opts.Rewrite.Calib = calib
 	}
 	read := time.Now()
 	report, err := rewrite.Run(m, opts.Rewrite, nil)

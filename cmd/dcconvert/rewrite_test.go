@@ -57,9 +57,13 @@ func TestRewriteFlags(t *testing.T) {
 		{name: "radius unused", args: []string{"m.onnx", "-o", "o", "--mag", "linear", "--rho", "2"}, wantErr: "--rho: magnitude linear has no radius"},
 		{name: "beta unused", args: []string{"m.onnx", "-o", "o", "--mag", "ball", "--beta", "1"}, wantErr: "--beta: magnitude ball does not use beta"},
 		{name: "k unused", args: []string{"m.onnx", "-o", "o", "--k", "1"}, wantErr: "--k: angular activation cos does not use k"},
-		{name: "alpha auto", args: []string{"m.onnx", "-o", "o", "--alpha", "auto"}, wantErr: "--alpha auto: calibration is not available"},
-		{name: "rho auto", args: []string{"m.onnx", "-o", "o", "--mag", "ball", "--rho", "auto"}, wantErr: "--rho auto: calibration is not available"},
-		{name: "calib", args: []string{"m.onnx", "-o", "o", "--calib", "data/"}, wantErr: "--calib: calibration is not available"},
+		{name: "alpha auto without data", args: []string{"m.onnx", "-o", "o", "--alpha", "auto"}, wantErr: "give --calib DATA"},
+		{name: "rho auto without data", args: []string{"m.onnx", "-o", "o", "--mag", "ball", "--rho", "auto"}, wantErr: "give --calib DATA"},
+		{name: "calib with nothing to calibrate", args: []string{"m.onnx", "-o", "o", "--calib", "data/"}, wantErr: "--calib: nothing to calibrate"},
+		{name: "calib batches alone", args: []string{"m.onnx", "-o", "o", "--mag", "ball", "--calib-batches", "2"}, wantErr: "--calib-batches: give --calib DATA too"},
+		{name: "zero calib batches", args: []string{"m.onnx", "-o", "o", "--mag", "ball", "--calib", "d", "--calib-batches", "0"}, wantErr: "--calib-batches 0"},
+		{name: "calibrated", args: []string{"m.onnx", "-o", "o", "--mag", "ball", "--rho", "auto", "--alpha", "auto", "--calib", "synthetic"},
+			want: rewrite.Options{RhoAuto: true, AlphaAuto: true, Config: with(func(c *dcnet.Config) { c.Magnitude = dcnet.MagBall; c.Rho = 1 })}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,6 +150,60 @@ func TestRewriteCommand(t *testing.T) {
 	}
 	if len(r.Layers) != 2 || r.Layers[0].Index != 0 || r.Layers[1].Index != 3 || r.Total != 4 {
 		t.Errorf("report = %+v, want layers 0 and 3 of 4", r)
+	}
+}
+
+// TestRewriteCalibrated rewrites with every calibration on synthetic data
+// and checks what the model records.
+func TestRewriteCalibrated(t *testing.T) {
+	dir := t.TempDir()
+	src := writeVGGMini(t, dir)
+	out := filepath.Join(dir, "cal.onnx")
+	code, _, stderr := runCLI("rewrite", src, "--mag", "tanh", "--ang", "sigmoid", "--alpha", "auto",
+		"--calib", "synthetic", "--calib-batches", "2", "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.Contains(stderr, "not calibrated") {
+		t.Errorf("calibrated layers reported as uncalibrated:\n%s", stderr)
+	}
+	m, err := onnximport.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rewrite.Metadata(m.Proto, dcnet.MetaUncalibrated); ok {
+		t.Errorf("metadata %s present after calibration", dcnet.MetaUncalibrated)
+	}
+	for _, n := range m.Graph().GetNode() {
+		if !onnximport.IsDecoupledConv(n) {
+			continue
+		}
+		scale, _ := m.Initializer(n.GetName() + ".rho_scale")
+		_, ok := m.Initializer(n.GetName() + ".alpha")
+		if scale == nil || !ok {
+			t.Fatalf("layer %q lacks its calibrated RhoScale or Alpha", n.GetName())
+		}
+		s, _ := m.Tensor(scale)
+		if s.Float[0] == 1 || !(s.Float[0] > 0) {
+			t.Errorf("layer %q: RhoScale %g, want a measured patch norm", n.GetName(), s.Float[0])
+		}
+	}
+	code, stdout, stderr := runCLI("inspect", out)
+	if code != 0 || strings.Contains(stdout, "uncalibrated") || !strings.Contains(stdout, "scaled") {
+		t.Errorf("inspect (exit %d) does not show calibrated, scaled layers:\n%s%s", code, stdout, stderr)
+	}
+	// --rho auto fixes the radius in the configuration.
+	code, _, stderr = runCLI("rewrite", "-q", src, "--mag", "ball", "--rho", "auto", "--calib", "synthetic", "--calib-batches", "1", "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	m, _ = onnximport.ReadFile(out)
+	for _, n := range m.Graph().GetNode() {
+		if onnximport.IsDecoupledConv(n) {
+			if rho := onnximport.AttrFloat(n, "rho", 0); !(rho > 0) || rho == 1 {
+				t.Errorf("layer %q: rho %g, want the measured mean patch norm", n.GetName(), rho)
+			}
+		}
 	}
 }
 

@@ -1,0 +1,283 @@
+package rewrite
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/dcconvert/dcconvert/dcnet"
+	"github.com/dcconvert/dcconvert/internal/onnxpb"
+	"github.com/dcconvert/dcconvert/onnximport"
+)
+
+// Calibrator supplies the calibration data of a rewrite (DCNET.md section
+// 3): the input of a node of the model as rewritten and calibrated so far,
+// one batch at a time.
+type Calibrator interface {
+	// Inputs calls fn with the input X of the node named node of m, in
+	// NCHW order with its shape, for every calibration batch.
+	Inputs(m *onnximport.Model, node string, fn func(x []float64, shape [4]int) error) error
+}
+
+// calibrate measures, layer by layer in graph (topological) order, the
+// radius (RhoAuto: the rho attribute; a learnable radius: RhoScale) and
+// then, with AlphaAuto, the per-channel output scale A of every layer this
+// rewrite decoupled. Each layer sees the outputs of the layers before it
+// as already rewritten and calibrated.
+func calibrate(st *State) error {
+	o := st.Options
+	if o.Calib == nil {
+		return nil
+	}
+	calibrated := map[string]bool{}
+	for i, l := range st.Report.Layers {
+		cfg, err := calibrateLayer(st, l.Name)
+		if err != nil {
+			return fmt.Errorf("calibrating layer %q: %w", l.Name, err)
+		}
+		calibrated[l.Name] = true
+		st.Report.Layers[i].Operator, st.Report.Layers[i].OpType = cfg.Summary(), cfg.OpType()
+	}
+	var still []string
+	for _, name := range st.Report.Uncalibrated {
+		if !calibrated[name] {
+			still = append(still, name)
+		}
+	}
+	st.Report.Uncalibrated = still
+	return nil
+}
+
+// layerData is what calibration reads of one decoupled node.
+type layerData struct {
+	node   *onnxpb.NodeProto
+	cfg    dcnet.Config
+	w      []float64
+	wShape [4]int
+	win    onnximport.Window
+}
+
+func readLayer(m *onnximport.Model, name string) (*layerData, error) {
+	for _, n := range m.Graph().GetNode() {
+		if n.GetName() != name || !onnximport.IsDecoupledConv(n) {
+			continue
+		}
+		cfg, err := dcnet.FromNode(n)
+		if err != nil {
+			return nil, err
+		}
+		init, ok := m.Initializer(n.GetInput()[1])
+		if !ok {
+			return nil, fmt.Errorf("weight %q is not an initializer", n.GetInput()[1])
+		}
+		t, err := m.Tensor(init)
+		if err != nil {
+			return nil, err
+		}
+		d := &layerData{node: n, cfg: cfg}
+		for i := range 4 {
+			d.wShape[i] = int(t.Dims[i])
+		}
+		d.w = make([]float64, len(t.Float))
+		for i, v := range t.Float {
+			d.w[i] = float64(v)
+		}
+		if d.win, err = onnximport.ParseWindow(n, t.Dims[2:]); err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
+	return nil, errors.New("no such decoupled node")
+}
+
+// calibrateLayer calibrates one layer in place and returns its new
+// configuration.
+func calibrateLayer(st *State, name string) (dcnet.Config, error) {
+	m, o := st.Model, st.Options
+	d, err := readLayer(m, name)
+	if err != nil {
+		return dcnet.Config{}, err
+	}
+	n := d.node
+	if o.RhoAuto || d.cfg.LearnRho {
+		// The patch norm does not depend on the radius; any valid one
+		// will do for measuring it.
+		probe := d.cfg
+		probe.LearnRho, probe.Rho, probe.Bias, probe.ChannelScale = false, 1, false, false
+		var sum float64
+		var count int
+		err := o.Calib.Inputs(m, name, func(x []float64, shape [4]int) error {
+			r, err := dcnet.ReferenceStats(probe, x, shape, d.w, d.wShape, nil, nil, nil, 0, d.win)
+			if err != nil {
+				return err
+			}
+			for _, v := range r.N {
+				sum += v
+			}
+			count += len(r.N)
+			return nil
+		})
+		if err != nil {
+			return d.cfg, err
+		}
+		if count == 0 {
+			return d.cfg, errors.New("the calibration data is empty")
+		}
+		mean := sum / float64(count)
+		if d.cfg.LearnRho {
+			setScalar(m, n.GetInput()[dcnet.IndexRhoScale], float32(mean))
+		} else {
+			d.cfg.Rho = float32(mean)
+			setConfig(n, d.cfg)
+		}
+	}
+	if !o.AlphaAuto {
+		return d.cfg, nil
+	}
+
+	// A_c = <y_orig_c, y1_c> / <y1_c, y1_c>: y1 is the decoupled output
+	// with A = 1 and no bias, y_orig the plain convolution without bias.
+	one := d.cfg
+	one.Bias, one.ChannelScale = false, false
+	var rhoV []float64
+	var rhoScale float64
+	if d.cfg.LearnRho {
+		rhoV = floats(m, n.GetInput()[dcnet.IndexRhoV])
+		rhoScale = floats(m, n.GetInput()[dcnet.IndexRhoScale])[0]
+	}
+	ident := dcnet.DefaultConfig()
+	ident.Magnitude, ident.Angular, ident.Weighted, ident.Eps = dcnet.MagLinear, dcnet.AngCos, dcnet.WeightLinear, d.cfg.Eps
+	cout := d.wShape[0]
+	num, den := make([]float64, cout), make([]float64, cout)
+	err = o.Calib.Inputs(m, name, func(x []float64, shape [4]int) error {
+		y1, ys, err := dcnet.Reference(one, x, shape, d.w, d.wShape, nil, nil, rhoV, rhoScale, d.win)
+		if err != nil {
+			return err
+		}
+		y0, _, err := dcnet.Reference(ident, x, shape, d.w, d.wShape, nil, nil, nil, 0, d.win)
+		if err != nil {
+			return err
+		}
+		per := ys[2] * ys[3]
+		for i := range y1 {
+			c := (i / per) % cout
+			num[c] += y0[i] * y1[i]
+			den[c] += y1[i] * y1[i]
+		}
+		return nil
+	})
+	if err != nil {
+		return d.cfg, err
+	}
+	alpha := make([]float32, cout)
+	for c := range alpha {
+		alpha[c] = 1
+		if den[c] > 0 {
+			alpha[c] = float32(num[c] / den[c])
+		}
+	}
+	setAlpha(m, n, cout, alpha)
+	d.cfg.ChannelScale, d.cfg.Bias = true, true
+	setConfig(n, d.cfg)
+	return d.cfg, nil
+}
+
+// setConfig rewrites a decoupled node's op type and configuration
+// attributes for cfg, keeping the Conv's own attributes.
+func setConfig(n *onnxpb.NodeProto, cfg dcnet.Config) {
+	own := map[string]bool{}
+	for _, a := range dcnet.ConfigAttributes() {
+		own[a] = true
+	}
+	var attrs []*onnxpb.AttributeProto
+	for _, a := range n.GetAttribute() {
+		if !own[a.GetName()] {
+			attrs = append(attrs, a)
+		}
+	}
+	n.Attribute = append(attrs, cfg.Attributes()...)
+	n.OpType = proto.String(cfg.OpType())
+}
+
+// setAlpha gives node n the output-scale initializer <node>.alpha holding
+// v, in place of a neutral Constant or an absent input; an absent bias
+// before it is fed a zero Constant, as decouple does.
+func setAlpha(m *onnximport.Model, n *onnxpb.NodeProto, cout int, v []float32) {
+	g := m.Graph()
+	name := n.GetName() + ".alpha"
+	for len(n.Input) <= dcnet.IndexAlpha {
+		n.Input = append(n.Input, "")
+	}
+	if old := n.Input[dcnet.IndexAlpha]; old != "" {
+		removeConstant(g, old)
+	}
+	n.Input[dcnet.IndexAlpha] = name
+	g.Initializer = append(g.Initializer, floatInit(name, []int64{int64(cout)}, v))
+	if n.Input[dcnet.IndexB] == "" {
+		b := neutralName(n.GetName(), "bias")
+		n.Input[dcnet.IndexB] = b
+		insertBefore(g, n, constNode(b, int64(cout), 0))
+	}
+}
+
+// removeConstant drops the Constant node producing output.
+func removeConstant(g *onnxpb.GraphProto, output string) {
+	var keep []*onnxpb.NodeProto
+	for _, n := range g.GetNode() {
+		if n.GetOpType() == onnximport.OpConstant && len(n.GetOutput()) == 1 && n.GetOutput()[0] == output {
+			continue
+		}
+		keep = append(keep, n)
+	}
+	g.Node = keep
+}
+
+// insertBefore puts node c right before node n.
+func insertBefore(g *onnxpb.GraphProto, n, c *onnxpb.NodeProto) {
+	var out []*onnxpb.NodeProto
+	for _, x := range g.GetNode() {
+		if x == n {
+			out = append(out, c)
+		}
+		out = append(out, x)
+	}
+	g.Node = out
+}
+
+// setScalar sets the value of a rank-0 float initializer.
+func setScalar(m *onnximport.Model, name string, v float32) {
+	if t, ok := m.Initializer(name); ok {
+		t.RawData = binary.LittleEndian.AppendUint32(nil, math.Float32bits(v))
+		t.FloatData = nil
+	}
+}
+
+// floats returns the values of a float initializer.
+func floats(m *onnximport.Model, name string) []float64 {
+	t, ok := m.Initializer(name)
+	if !ok {
+		return nil
+	}
+	v, err := m.Tensor(t)
+	if err != nil {
+		return nil
+	}
+	out := make([]float64, len(v.Float))
+	for i, f := range v.Float {
+		out[i] = float64(f)
+	}
+	return out
+}
+
+// floatInit returns a float32 initializer holding v.
+func floatInit(name string, dims []int64, v []float32) *onnxpb.TensorProto {
+	raw := make([]byte, 0, 4*len(v))
+	for _, f := range v {
+		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(f))
+	}
+	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims,
+		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), RawData: raw}
+}
