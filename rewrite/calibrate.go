@@ -13,13 +13,88 @@ import (
 	"github.com/dcconvert/dcconvert/onnximport"
 )
 
-// Calibrator supplies the calibration data of a rewrite (DCNET.md section
-// 3): the input of a node of the model as rewritten and calibrated so far,
-// one batch at a time.
+// Calibrator measures what calibration needs (DCNET.md section 3) on the
+// calibration data, for a decoupled node of the model as rewritten and
+// calibrated so far (see ReadLayer for reading the node).
 type Calibrator interface {
+	// MeanPatchNorm returns the mean patch norm N of the node named node
+	// over every calibration sample and output location, padded borders
+	// included.
+	MeanPatchNorm(m *onnximport.Model, node string) (float64, error)
+	// ScaleSums returns, per output channel of the node, the sums
+	// <y_orig, y1> and <y1, y1> over the calibration data: y1 is the
+	// node's output with A = 1 and no bias, y_orig the source convolution
+	// without bias.
+	ScaleSums(m *onnximport.Model, node string) (num, den []float64, err error)
+}
+
+// ReferenceCalibrator is a Calibrator that computes with dcnet's direct
+// float64 implementation of the operator on the inputs Inputs yields:
+// exact and simple, slow on large layers.
+type ReferenceCalibrator struct {
 	// Inputs calls fn with the input X of the node named node of m, in
 	// NCHW order with its shape, for every calibration batch.
-	Inputs(m *onnximport.Model, node string, fn func(x []float64, shape [4]int) error) error
+	Inputs func(m *onnximport.Model, node string, fn func(x []float64, shape [4]int) error) error
+}
+
+// MeanPatchNorm implements Calibrator.
+func (c ReferenceCalibrator) MeanPatchNorm(m *onnximport.Model, node string) (float64, error) {
+	l, err := ReadLayer(m, node)
+	if err != nil {
+		return 0, err
+	}
+	// The patch norm does not depend on the radius; any valid one will do.
+	probe := l.Config
+	probe.LearnRho, probe.Rho, probe.Bias, probe.ChannelScale = false, 1, false, false
+	var sum float64
+	var count int
+	err = c.Inputs(m, node, func(x []float64, shape [4]int) error {
+		r, err := dcnet.ReferenceStats(probe, x, shape, l.W, l.WShape, nil, nil, nil, 0, l.Window)
+		if err != nil {
+			return err
+		}
+		for _, v := range r.N {
+			sum += v
+		}
+		count += len(r.N)
+		return nil
+	})
+	if err != nil || count == 0 {
+		return 0, err
+	}
+	return sum / float64(count), nil
+}
+
+// ScaleSums implements Calibrator.
+func (c ReferenceCalibrator) ScaleSums(m *onnximport.Model, node string) ([]float64, []float64, error) {
+	l, err := ReadLayer(m, node)
+	if err != nil {
+		return nil, nil, err
+	}
+	one := l.Config
+	one.Bias, one.ChannelScale = false, false
+	ident := dcnet.DefaultConfig()
+	ident.Magnitude, ident.Angular, ident.Weighted, ident.Eps = dcnet.MagLinear, dcnet.AngCos, dcnet.WeightLinear, l.Config.Eps
+	cout := l.WShape[0]
+	num, den := make([]float64, cout), make([]float64, cout)
+	err = c.Inputs(m, node, func(x []float64, shape [4]int) error {
+		y1, ys, err := dcnet.Reference(one, x, shape, l.W, l.WShape, nil, nil, l.RhoV, l.RhoScale, l.Window)
+		if err != nil {
+			return err
+		}
+		y0, _, err := dcnet.Reference(ident, x, shape, l.W, l.WShape, nil, nil, nil, 0, l.Window)
+		if err != nil {
+			return err
+		}
+		per := ys[2] * ys[3]
+		for i := range y1 {
+			ch := (i / per) % cout
+			num[ch] += y0[i] * y1[i]
+			den[ch] += y1[i] * y1[i]
+		}
+		return nil
+	})
+	return num, den, err
 }
 
 // calibrate measures, layer by layer in graph (topological) order, the
@@ -51,18 +126,24 @@ func calibrate(st *State) error {
 	return nil
 }
 
-// layerData is what calibration reads of one decoupled node.
-type layerData struct {
-	node   *onnxpb.NodeProto
-	cfg    dcnet.Config
-	w      []float64
-	wShape [4]int
-	win    onnximport.Window
+// CalibrationLayer is what calibration reads of a decoupled node.
+type CalibrationLayer struct {
+	Node   *onnxpb.NodeProto
+	Config dcnet.Config
+	// W holds the filters, of shape WShape.
+	W      []float64
+	WShape [4]int
+	Window onnximport.Window
+	// RhoV and RhoScale are the learnable radius' values, nil and 0
+	// without one.
+	RhoV     []float64
+	RhoScale float64
 }
 
-func readLayer(m *onnximport.Model, name string) (*layerData, error) {
+// ReadLayer reads the decoupled node named node of m for calibration.
+func ReadLayer(m *onnximport.Model, node string) (*CalibrationLayer, error) {
 	for _, n := range m.Graph().GetNode() {
-		if n.GetName() != name || !onnximport.IsDecoupledConv(n) {
+		if n.GetName() != node || !onnximport.IsDecoupledConv(n) {
 			continue
 		}
 		cfg, err := dcnet.FromNode(n)
@@ -77,100 +158,63 @@ func readLayer(m *onnximport.Model, name string) (*layerData, error) {
 		if err != nil {
 			return nil, err
 		}
-		d := &layerData{node: n, cfg: cfg}
+		l := &CalibrationLayer{Node: n, Config: cfg}
 		for i := range 4 {
-			d.wShape[i] = int(t.Dims[i])
+			l.WShape[i] = int(t.Dims[i])
 		}
-		d.w = make([]float64, len(t.Float))
+		l.W = make([]float64, len(t.Float))
 		for i, v := range t.Float {
-			d.w[i] = float64(v)
+			l.W[i] = float64(v)
 		}
-		if d.win, err = onnximport.ParseWindow(n, t.Dims[2:]); err != nil {
+		if l.Window, err = onnximport.ParseWindow(n, t.Dims[2:]); err != nil {
 			return nil, err
 		}
-		return d, nil
+		if cfg.LearnRho {
+			l.RhoV = floats(m, n.GetInput()[dcnet.IndexRhoV])
+			if v := floats(m, n.GetInput()[dcnet.IndexRhoScale]); len(v) == 1 {
+				l.RhoScale = v[0]
+			}
+		}
+		return l, nil
 	}
-	return nil, errors.New("no such decoupled node")
+	return nil, fmt.Errorf("no decoupled node %q", node)
 }
 
 // calibrateLayer calibrates one layer in place and returns its new
 // configuration.
 func calibrateLayer(st *State, name string) (dcnet.Config, error) {
 	m, o := st.Model, st.Options
-	d, err := readLayer(m, name)
+	l, err := ReadLayer(m, name)
 	if err != nil {
 		return dcnet.Config{}, err
 	}
-	n := d.node
-	if o.RhoAuto || d.cfg.LearnRho {
-		// The patch norm does not depend on the radius; any valid one
-		// will do for measuring it.
-		probe := d.cfg
-		probe.LearnRho, probe.Rho, probe.Bias, probe.ChannelScale = false, 1, false, false
-		var sum float64
-		var count int
-		err := o.Calib.Inputs(m, name, func(x []float64, shape [4]int) error {
-			r, err := dcnet.ReferenceStats(probe, x, shape, d.w, d.wShape, nil, nil, nil, 0, d.win)
-			if err != nil {
-				return err
-			}
-			for _, v := range r.N {
-				sum += v
-			}
-			count += len(r.N)
-			return nil
-		})
+	cfg, n := l.Config, l.Node
+	if o.RhoAuto || cfg.LearnRho {
+		mean, err := o.Calib.MeanPatchNorm(m, name)
 		if err != nil {
-			return d.cfg, err
+			return cfg, err
 		}
-		if count == 0 {
-			return d.cfg, errors.New("the calibration data is empty")
+		if !(mean > 0) {
+			return cfg, errors.New("the calibration data gives no patch norm (is it empty?)")
 		}
-		mean := sum / float64(count)
-		if d.cfg.LearnRho {
+		if cfg.LearnRho {
 			setScalar(m, n.GetInput()[dcnet.IndexRhoScale], float32(mean))
 		} else {
-			d.cfg.Rho = float32(mean)
-			setConfig(n, d.cfg)
+			cfg.Rho = float32(mean)
+			setConfig(n, cfg)
 		}
 	}
 	if !o.AlphaAuto {
-		return d.cfg, nil
+		return cfg, nil
 	}
-
-	// A_c = <y_orig_c, y1_c> / <y1_c, y1_c>: y1 is the decoupled output
-	// with A = 1 and no bias, y_orig the plain convolution without bias.
-	one := d.cfg
-	one.Bias, one.ChannelScale = false, false
-	var rhoV []float64
-	var rhoScale float64
-	if d.cfg.LearnRho {
-		rhoV = floats(m, n.GetInput()[dcnet.IndexRhoV])
-		rhoScale = floats(m, n.GetInput()[dcnet.IndexRhoScale])[0]
-	}
-	ident := dcnet.DefaultConfig()
-	ident.Magnitude, ident.Angular, ident.Weighted, ident.Eps = dcnet.MagLinear, dcnet.AngCos, dcnet.WeightLinear, d.cfg.Eps
-	cout := d.wShape[0]
-	num, den := make([]float64, cout), make([]float64, cout)
-	err = o.Calib.Inputs(m, name, func(x []float64, shape [4]int) error {
-		y1, ys, err := dcnet.Reference(one, x, shape, d.w, d.wShape, nil, nil, rhoV, rhoScale, d.win)
-		if err != nil {
-			return err
-		}
-		y0, _, err := dcnet.Reference(ident, x, shape, d.w, d.wShape, nil, nil, nil, 0, d.win)
-		if err != nil {
-			return err
-		}
-		per := ys[2] * ys[3]
-		for i := range y1 {
-			c := (i / per) % cout
-			num[c] += y0[i] * y1[i]
-			den[c] += y1[i] * y1[i]
-		}
-		return nil
-	})
+	// A_c = <y_orig_c, y1_c> / <y1_c, y1_c>.
+	num, den, err := o.Calib.ScaleSums(m, name)
 	if err != nil {
-		return d.cfg, err
+		return cfg, err
+	}
+	cout := l.WShape[0]
+	if len(num) != cout || len(den) != cout {
+		return cfg, fmt.Errorf("the calibrator gave %d and %d sums for %d channels", len(num), len(den), cout)
 	}
 	alpha := make([]float32, cout)
 	for c := range alpha {
@@ -180,9 +224,9 @@ func calibrateLayer(st *State, name string) (dcnet.Config, error) {
 		}
 	}
 	setAlpha(m, n, cout, alpha)
-	d.cfg.ChannelScale, d.cfg.Bias = true, true
-	setConfig(n, d.cfg)
-	return d.cfg, nil
+	cfg.ChannelScale, cfg.Bias = true, true
+	setConfig(n, cfg)
+	return cfg, nil
 }
 
 // setConfig rewrites a decoupled node's op type and configuration

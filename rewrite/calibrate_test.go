@@ -18,13 +18,18 @@ type inputCalibrator struct {
 	shape   [4]int
 }
 
-func (c inputCalibrator) Inputs(_ *onnximport.Model, _ string, fn func([]float64, [4]int) error) error {
+func (c inputCalibrator) inputs(_ *onnximport.Model, _ string, fn func([]float64, [4]int) error) error {
 	for _, b := range c.batches {
 		if err := fn(b, c.shape); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// calibrator returns the reference calibrator on these inputs.
+func (c inputCalibrator) calibrator() rewrite.Calibrator {
+	return rewrite.ReferenceCalibrator{Inputs: c.inputs}
 }
 
 func newInputCalibrator(seed uint64) inputCalibrator {
@@ -73,7 +78,7 @@ func TestCalibration(t *testing.T) {
 
 	t.Run("rho auto", func(t *testing.T) {
 		m := build(t, "vgg-mini", nil)
-		r, err := rewrite.Run(m, rewrite.Options{Config: config(dcnet.MagBall, dcnet.AngCos, nil), Layers: "0", Calib: calib, RhoAuto: true}, validate)
+		r, err := rewrite.Run(m, rewrite.Options{Config: config(dcnet.MagBall, dcnet.AngCos, nil), Layers: "0", Calib: calib.calibrator(), RhoAuto: true}, validate)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +92,7 @@ func TestCalibration(t *testing.T) {
 	})
 	t.Run("learnable radius", func(t *testing.T) {
 		m := build(t, "vgg-mini", nil)
-		r, err := rewrite.Run(m, rewrite.Options{Config: config(dcnet.MagTanh, dcnet.AngSigmoid, nil), Layers: "0", Calib: calib}, validate)
+		r, err := rewrite.Run(m, rewrite.Options{Config: config(dcnet.MagTanh, dcnet.AngSigmoid, nil), Layers: "0", Calib: calib.calibrator()}, validate)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +115,7 @@ func TestCalibration(t *testing.T) {
 		// linear x cos weighted by |w| reproduces the convolution, so the
 		// least-squares scale is exactly 1 in every channel.
 		m := build(t, "vgg-mini", nil)
-		r, err := rewrite.Run(m, rewrite.Options{Config: identity(), Layers: "0", Calib: calib, AlphaAuto: true}, validate)
+		r, err := rewrite.Run(m, rewrite.Options{Config: identity(), Layers: "0", Calib: calib.calibrator(), AlphaAuto: true}, validate)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +138,7 @@ func TestCalibration(t *testing.T) {
 		// computed here from dcnet's reference on the same batches.
 		m := build(t, "vgg-mini", nil)
 		cfg := config(dcnet.MagSphere, dcnet.AngCos, nil)
-		r, err := rewrite.Run(m, rewrite.Options{Config: cfg, Layers: "0", Calib: calib, AlphaAuto: true}, validate)
+		r, err := rewrite.Run(m, rewrite.Options{Config: cfg, Layers: "0", Calib: calib.calibrator(), AlphaAuto: true}, validate)
 		if err != nil {
 			t.Fatal(err)
 		}

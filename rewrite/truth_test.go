@@ -537,7 +537,7 @@ func TestTruthCalibrated(t *testing.T) {
 	torch := peer.Torch(t)
 	dir := t.TempDir()
 	m := build(t, "vgg-mini", func(c *models.Config) { c.Opset = 9 })
-	opts := rewrite.Options{Config: config(dcnet.MagBall, dcnet.AngSigmoid, nil), Layers: "0", Calib: newInputCalibrator(2), AlphaAuto: true}
+	opts := rewrite.Options{Config: config(dcnet.MagBall, dcnet.AngSigmoid, nil), Layers: "0", Calib: newInputCalibrator(2).calibrator(), AlphaAuto: true}
 	if _, err := rewrite.Run(m, opts, validate); err != nil {
 		t.Fatal(err)
 	}

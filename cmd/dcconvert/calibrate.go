@@ -6,13 +6,14 @@ import (
 	"github.com/dcconvert/dcconvert/data"
 	"github.com/dcconvert/dcconvert/engine"
 	"github.com/dcconvert/dcconvert/onnximport"
+	"github.com/dcconvert/dcconvert/rewrite"
 )
 
 // calibBatch is the batch size calibration runs the engine with.
 const calibBatch = 64
 
-// engineCalibrator feeds a rewrite's calibration (rewrite.Calibrator)
-// with the inputs of a layer, computed by the engine on the first batches
+// engineCalibrator is the rewrite.Calibrator of the command line: the
+// engine computes a layer's inputs and its statistics on the first batches
 // of the calibration data's training split, in a seeded order. The data's
 // preprocessing is the model's (metadata, else mean 0 and std 1), as eval
 // does it.
@@ -45,9 +46,43 @@ func newEngineCalibrator(path string, m *onnximport.Model, dir string, batches i
 	}, nil
 }
 
-// Inputs runs m on the calibration batches and hands fn the input of the
+// MeanPatchNorm implements rewrite.Calibrator with the engine's kernel.
+func (c *engineCalibrator) MeanPatchNorm(m *onnximport.Model, node string) (float64, error) {
+	lc, err := c.layer(m, node)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.inputs(m, node, lc.AddPatchNorms); err != nil {
+		return 0, err
+	}
+	return lc.MeanPatchNorm(), nil
+}
+
+// ScaleSums implements rewrite.Calibrator with the engine's kernel.
+func (c *engineCalibrator) ScaleSums(m *onnximport.Model, node string) ([]float64, []float64, error) {
+	lc, err := c.layer(m, node)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.inputs(m, node, lc.AddScale); err != nil {
+		return nil, nil, err
+	}
+	num, den := lc.ScaleSums()
+	return num, den, nil
+}
+
+// layer starts the calibration of the node named node.
+func (c *engineCalibrator) layer(m *onnximport.Model, node string) (*engine.LayerCalibration, error) {
+	l, err := rewrite.ReadLayer(m, node)
+	if err != nil {
+		return nil, err
+	}
+	return engine.NewLayerCalibration(l.Config, l.Window, l.W, l.WShape, l.RhoV, l.RhoScale), nil
+}
+
+// inputs runs m on the calibration batches and hands fn the input of the
 // node named node.
-func (c *engineCalibrator) Inputs(m *onnximport.Model, node string, fn func([]float64, [4]int) error) error {
+func (c *engineCalibrator) inputs(m *onnximport.Model, node string, fn func([]float64, [4]int) error) error {
 	var x string
 	for _, n := range m.Graph().GetNode() {
 		if n.GetName() == node && len(n.GetInput()) > 0 {
