@@ -1,9 +1,7 @@
 package rewrite
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"google.golang.org/protobuf/proto"
 
@@ -166,14 +164,9 @@ func constTensor(name string, dims []int64, v float32) *onnxpb.TensorProto {
 	for _, d := range dims {
 		n *= d
 	}
-	raw := make([]byte, 4*n)
-	for i := int64(0); i < n; i++ {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	vals := make([]float32, n)
+	for i := range vals {
+		vals[i] = v
 	}
-	return &onnxpb.TensorProto{
-		Name:     proto.String(name),
-		Dims:     dims,
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-		RawData:  raw,
-	}
+	return floatInit(name, dims, vals)
 }

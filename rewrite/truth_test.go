@@ -488,8 +488,6 @@ func tensorInfo(name string, dims ...int64) *onnxpb.ValueInfoProto {
 // result with another configuration: both configurations run correctly
 // side by side, in both forms.
 func TestTruthTwoConfigurations(t *testing.T) {
-	ort := peer.ORT(t)
-	torch := peer.Torch(t)
 	dir := t.TempDir()
 	m := build(t, "vgg-mini", func(c *models.Config) { c.Opset = 11 })
 	ball := config(dcnet.MagBall, dcnet.AngCos, nil)
@@ -508,57 +506,47 @@ func TestTruthTwoConfigurations(t *testing.T) {
 	if n := len(again.Proto.GetFunctions()); n != 2 {
 		t.Fatalf("%d functions, want 2", n)
 	}
-	fnPath := write(t, again, dir, "two.onnx")
-	inl := clone(again)
-	if err := rewrite.Inline(inl); err != nil {
-		t.Fatal(err)
-	}
-	inlPath := write(t, inl, dir, "two.inline.onnx")
-	input := map[string]peer.Tensor{"input": randomInput(5, 2, 1, 28, 28)}
-	ref, err := torch.Run(fnPath, input)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{fnPath, inlPath} {
-		peer.CheckModel(t, p)
-		got, err := ort.Run(p, input)
-		if err != nil {
-			t.Fatal(err)
-		}
-		compare(t, filepath.Base(p), got["output"], ref.Outputs["output"], relTol)
-	}
+	checkBothForms(t, again, dir, "two", randomInput(5, 2, 1, 28, 28))
 	t.Logf("compared 2 forms of a model with 2 configurations (ball on layers 0 and 2, tanh on 1 and 3)")
 }
 
 // TestTruthCalibrated: a calibrated layer (measured RhoScale and fitted
 // output scale) passes the checker and matches PyTorch in both forms.
 func TestTruthCalibrated(t *testing.T) {
-	ort := peer.ORT(t)
-	torch := peer.Torch(t)
 	dir := t.TempDir()
 	m := build(t, "vgg-mini", func(c *models.Config) { c.Opset = 9 })
 	opts := rewrite.Options{Config: config(dcnet.MagBall, dcnet.AngSigmoid, nil), Layers: "0", Calib: newInputCalibrator(2).calibrator(), AlphaAuto: true}
 	if _, err := rewrite.Run(m, opts, validate); err != nil {
 		t.Fatal(err)
 	}
-	fnPath := write(t, m, dir, "calibrated.onnx")
+	checkBothForms(t, m, dir, "calibrated", randomInput(8, 2, 1, 28, 28))
+	t.Logf("compared 2 forms of a calibrated model with PyTorch")
+}
+
+// checkBothForms writes m (function form) and its inline form into dir,
+// checks both with the onnx checker and compares ONNX Runtime's output
+// "output" on input with the PyTorch reference of the function form.
+func checkBothForms(t *testing.T, m *onnximport.Model, dir, name string, input peer.Tensor) {
+	t.Helper()
+	ort := peer.ORT(t)
+	torch := peer.Torch(t)
+	fnPath := write(t, m, dir, name+".onnx")
 	inl := clone(m)
 	if err := rewrite.Inline(inl); err != nil {
 		t.Fatal(err)
 	}
-	inlPath := write(t, inl, dir, "calibrated.inline.onnx")
-	input := map[string]peer.Tensor{"input": randomInput(8, 2, 1, 28, 28)}
-	ref, err := torch.Run(fnPath, input)
+	inlPath := write(t, inl, dir, name+".inline.onnx")
+	inputs := map[string]peer.Tensor{"input": input}
+	ref, err := torch.Run(fnPath, inputs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{fnPath, inlPath} {
 		peer.CheckModel(t, p)
-		got, err := ort.Run(p, input)
+		got, err := ort.Run(p, inputs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		compare(t, filepath.Base(p), got["output"], ref.Outputs["output"], relTol)
 	}
-	t.Logf("compared 2 forms of a calibrated model with PyTorch")
 }
