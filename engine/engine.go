@@ -227,6 +227,26 @@ func (e *Engine) Forward(inputs map[string]Tensor) (map[string]Tensor, error) {
 	return out, nil
 }
 
+// Output returns a graph output as the last Forward or Step computed it
+// (Step computes every output along with the loss, so that training
+// accuracy needs no second pass).
+func (e *Engine) Output(name string) (Tensor, error) {
+	if e.closed {
+		return Tensor{}, errClosed
+	}
+	for _, p := range e.outputs {
+		if p.name != name {
+			continue
+		}
+		data, err := loadF32(p.value)
+		if err != nil {
+			return Tensor{}, fmt.Errorf("output %q: %w", name, err)
+		}
+		return Tensor{Shape: slices.Clone(p.shape), Data: data}, nil
+	}
+	return Tensor{}, fmt.Errorf("%q is not a graph output (outputs: %v)", name, e.Outputs())
+}
+
 // Step runs the forward and backward pass of one training batch and
 // returns the loss: the batch mean of -log softmax(logits)[label] (with
 // Options.LabelSmoothing, the cross-entropy against the smoothed

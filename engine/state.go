@@ -168,7 +168,15 @@ func (e *Engine) afterTraining() {
 	e.steps++
 }
 
-// State returns the running statistics by name: for every
+// Stat is a running statistic or counter in the engine's own float64
+// precision, as Stats returns it: a checkpoint that stores these restores
+// the engine exactly.
+type Stat struct {
+	Shape []int
+	Data  []float64
+}
+
+// Stats returns the running statistics by name: for every
 // BatchNormalization its running mean and variance, and for every
 // decoupled convolution with a learnable radius its RhoScale, each under
 // the initializer's name (its second and later uses as
@@ -176,27 +184,46 @@ func (e *Engine) afterTraining() {
 // running-average step count under "<initializer>#t" (CounterSuffix);
 // and the number of training batches run under StepKey. Counters are
 // scalars (shape []). The map is a copy.
-func (e *Engine) State() map[string]Tensor {
-	out := make(map[string]Tensor, len(e.slots)+len(e.rhos)+1)
+func (e *Engine) Stats() map[string]Stat {
+	out := make(map[string]Stat, len(e.slots)+len(e.rhos)+1)
 	for _, s := range e.slots {
-		data := make([]float32, len(s.data))
-		for i, x := range s.data {
-			data[i] = float32(x)
-		}
-		out[s.name] = Tensor{Shape: slices.Clone(s.shape), Data: data}
+		out[s.name] = Stat{Shape: slices.Clone(s.shape), Data: slices.Clone(s.data)}
 	}
 	for _, r := range e.rhos {
-		out[r.counterName()] = Tensor{Shape: []int{}, Data: []float32{float32(r.t)}}
+		out[r.counterName()] = Stat{Shape: []int{}, Data: []float64{float64(r.t)}}
 	}
-	out[StepKey] = Tensor{Shape: []int{}, Data: []float32{float32(e.steps)}}
+	out[StepKey] = Stat{Shape: []int{}, Data: []float64{float64(e.steps)}}
 	return out
 }
 
-// SetState restores running statistics and counters saved by State
-// (from a checkpoint). Entries not given keep their values; an unknown
-// name, a wrong shape or a counter that is not a non-negative integer is
-// an error, and then nothing is changed.
+// State returns Stats rounded to float32.
+func (e *Engine) State() map[string]Tensor {
+	stats := e.Stats()
+	out := make(map[string]Tensor, len(stats))
+	for name, s := range stats {
+		out[name] = Tensor{Shape: s.Shape, Data: convertSlice[float32](s.Data)}
+	}
+	return out
+}
+
+// SetState restores running statistics and counters saved by State; see
+// SetStats.
 func (e *Engine) SetState(st map[string]Tensor) error {
+	stats := make(map[string]Stat, len(st))
+	for name, t := range st {
+		if err := t.check(t.Shape); err != nil {
+			return fmt.Errorf("state %q: %w", name, err)
+		}
+		stats[name] = Stat{Shape: t.Shape, Data: convertSlice[float64](t.Data)}
+	}
+	return e.SetStats(stats)
+}
+
+// SetStats restores running statistics and counters saved by Stats (from
+// a checkpoint). Entries not given keep their values; an unknown name, a
+// wrong shape or a counter that is not a non-negative integer is an
+// error, and then nothing is changed.
+func (e *Engine) SetStats(st map[string]Stat) error {
 	if e.closed {
 		return errClosed
 	}
@@ -214,14 +241,12 @@ func (e *Engine) SetState(st map[string]Tensor) error {
 	for _, name := range names {
 		t := st[name]
 		if s, ok := e.slotBy[name]; ok {
-			if err := t.check(s.shape); err != nil {
+			if err := checkStat(t, s.shape); err != nil {
 				errs = append(errs, fmt.Errorf("state %q: %w", name, err))
 				continue
 			}
 			apply = append(apply, func() {
-				for i, x := range t.Data {
-					s.data[i] = float64(x)
-				}
+				copy(s.data, t.Data)
 				_ = s.store()
 			})
 			continue
@@ -251,12 +276,23 @@ func (e *Engine) SetState(st map[string]Tensor) error {
 	return nil
 }
 
+// checkStat checks a statistic's shape and length.
+func checkStat(t Stat, want []int) error {
+	if !slices.Equal(t.Shape, want) {
+		return fmt.Errorf("shape %v, want %v", t.Shape, want)
+	}
+	if len(t.Data) != numElements(want) {
+		return fmt.Errorf("%d values for shape %v (%d elements)", len(t.Data), want, numElements(want))
+	}
+	return nil
+}
+
 // counterValue reads a scalar counter.
-func counterValue(t Tensor) (uint64, error) {
-	if err := t.check([]int{}); err != nil {
+func counterValue(t Stat) (uint64, error) {
+	if err := checkStat(t, []int{}); err != nil {
 		return 0, err
 	}
-	x := float64(t.Data[0])
+	x := t.Data[0]
 	if x < 0 || x != math.Trunc(x) {
 		return 0, fmt.Errorf("counter %v is not a non-negative integer", x)
 	}

@@ -345,3 +345,69 @@ func TestRhoScaleRunningAverage(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsExact checks that Stats and SetStats carry the running
+// statistics in full float64 precision (a float32 round trip would lose
+// the low bits of a running average) and that Output returns, after a
+// Step, the logits of that step's training-mode forward pass.
+func TestStatsExact(t *testing.T) {
+	const n, c = 4, 3
+	tg := newTestGraph(13)
+	tg.input("x", c, 2, 2)
+	tg.floats("scale", []int64{c}, 1, 2, 3)
+	tg.floats("bias", []int64{c}, 0, 0.5, -0.5)
+	tg.floats("mean", []int64{c}, 0.1, 0.2, 0.3)
+	tg.floats("var", []int64{c}, 1, 1, 1)
+	tg.node("BatchNormalization", "bn", []string{"x", "scale", "bias", "mean", "var"}, []string{"y"})
+	tg.node("Flatten", "flat", []string{"y"}, []string{"f"})
+	tg.floats("w", []int64{2, c * 4}, make([]float32, 2*c*4)...)
+	tg.node("Gemm", "fc", []string{"f", "w"}, []string{"logits"}, attrInt("transB", 1))
+	tg.output("logits")
+	m := tg.model()
+
+	e := mustBuild(t, m, Options{Mode: Training, Batch: n})
+	labels := []int{0, 1, 1, 0}
+	for step := range 3 {
+		x := batch(uint64(20+step), n, c, 2, 2)
+		if _, err := e.Step(map[string]Tensor{"x": x}, labels); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.Output("logits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := forward(t, e, x, "logits") // same batch statistics, same logits
+		if !slices.Equal(got.Data, want.Data) {
+			t.Fatalf("step %d: Output gives %v, a forward pass %v", step, got.Data, want.Data)
+		}
+	}
+	stats := e.Stats()
+	if got := stats[StepKey].Data; !slices.Equal(got, []float64{6}) {
+		t.Errorf("%s = %v after 3 steps and 3 forward passes, want 6", StepKey, got)
+	}
+	exact := false
+	for _, x := range stats["mean"].Data {
+		exact = exact || float64(float32(x)) != x
+	}
+	if !exact {
+		t.Fatalf("running means %v are all float32 values: the test cannot tell float64 from float32", stats["mean"].Data)
+	}
+	other := mustBuild(t, m, Options{Mode: Training, Batch: n})
+	if err := other.SetStats(stats); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range other.Stats() {
+		if !slices.Equal(s.Data, stats[name].Data) {
+			t.Errorf("%s: restored %v, saved %v", name, s.Data, stats[name].Data)
+		}
+	}
+	if err := other.SetStats(map[string]Stat{"mean": {Shape: []int{2}, Data: []float64{1, 2}}}); err == nil {
+		t.Error("SetStats accepted a running mean of the wrong shape")
+	}
+	if err := other.SetStats(map[string]Stat{StepKey: {Shape: []int{}, Data: []float64{1.5}}}); err == nil {
+		t.Error("SetStats accepted a step count of 1.5")
+	}
+	if _, err := other.Output("nope"); err == nil {
+		t.Error("Output of an unknown name succeeded")
+	}
+}

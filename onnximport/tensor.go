@@ -6,6 +6,8 @@ import (
 	"math"
 	"unsafe"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/dcconvert/dcconvert/internal/onnxpb"
 )
 
@@ -284,4 +286,15 @@ func Float16ToFloat32(h uint16) float32 {
 // dataType returns a tensor's element type.
 func dataType(t *onnxpb.TensorProto) onnxpb.TensorProto_DataType {
 	return onnxpb.TensorProto_DataType(t.GetDataType())
+}
+
+// FloatTensor returns a FLOAT initializer named name holding data as
+// little-endian raw_data, the layout Model.Tensor aliases.
+func FloatTensor(name string, dims []int64, data []float32) *onnxpb.TensorProto {
+	raw := make([]byte, 4*len(data))
+	for i, f := range data {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
+	}
+	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims,
+		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), RawData: raw}
 }

@@ -259,7 +259,7 @@ func setAlpha(m *onnximport.Model, n *onnxpb.NodeProto, cout int, v []float32) {
 		removeConstant(g, old)
 	}
 	n.Input[dcnet.IndexAlpha] = name
-	g.Initializer = append(g.Initializer, floatInit(name, []int64{int64(cout)}, v))
+	g.Initializer = append(g.Initializer, onnximport.FloatTensor(name, []int64{int64(cout)}, v))
 	if n.Input[dcnet.IndexB] == "" {
 		b := neutralName(n.GetName(), "bias")
 		n.Input[dcnet.IndexB] = b
@@ -314,14 +314,4 @@ func floats(m *onnximport.Model, name string) []float64 {
 		out[i] = float64(f)
 	}
 	return out
-}
-
-// floatInit returns a float32 initializer holding v.
-func floatInit(name string, dims []int64, v []float32) *onnxpb.TensorProto {
-	raw := make([]byte, 0, 4*len(v))
-	for _, f := range v {
-		raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(f))
-	}
-	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims,
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), RawData: raw}
 }

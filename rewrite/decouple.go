@@ -168,5 +168,5 @@ func constTensor(name string, dims []int64, v float32) *onnxpb.TensorProto {
 	for i := range vals {
 		vals[i] = v
 	}
-	return floatInit(name, dims, vals)
+	return onnximport.FloatTensor(name, dims, vals)
 }
