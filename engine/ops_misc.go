@@ -525,8 +525,9 @@ func (k leakyReluKernel) grads(in G.Nodes, _, dy *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx}, err
 }
 
-// leakyReluOf writes v where x >= 0 and alpha*v where x < 0 (0 when
-// alpha is 0): the activation when v is x, its gradient when v is dy.
+// leakyReluOf writes v where x > 0 (or x is NaN) and alpha*v where
+// x <= 0 (0 when alpha is 0): the activation when v is x, its gradient
+// when v is dy, which at x = 0 is PyTorch's alpha*dy.
 func leakyReluOf[T opFloat](out, x, v []T, alpha T) {
 	kernelParallel(len(x), 1, func(lo, hi int) {
 		switch xs := any(x[lo:hi]).(type) {
@@ -545,7 +546,7 @@ func leakyRelu32(out, x, v []float32, alpha float32) {
 	v, out = v[:len(x)], out[:len(x)]
 	for i, xi := range x {
 		var neg uint32
-		if xi < 0 {
+		if xi <= 0 {
 			neg = ^uint32(0)
 		}
 		var a uint32
@@ -561,7 +562,7 @@ func leakyRelu64(out, x, v []float64, alpha float64) {
 	v, out = v[:len(x)], out[:len(x)]
 	for i, xi := range x {
 		var neg uint64
-		if xi < 0 {
+		if xi <= 0 {
 			neg = ^uint64(0)
 		}
 		var a uint64
@@ -572,8 +573,8 @@ func leakyRelu64(out, x, v []float64, alpha float64) {
 	}
 }
 
-// leakyReluGrad is the gradient of LeakyRelu: dy for x >= 0, alpha*dy
-// below.
+// leakyReluGrad is the gradient of LeakyRelu: dy for x > 0, alpha*dy
+// for x <= 0.
 type leakyReluGrad struct{ leakyReluKernel }
 
 // String names the kernel.
@@ -603,9 +604,10 @@ func (k leakyReluGrad) compute(out *tensor.Dense, in []*tensor.Dense) error {
 	return nil
 }
 
-// relu adds an ONNX Relu: x for x >= 0 (NaN kept), 0 below. It is
-// LeakyRelu with alpha 0, whose gradient passes dy where x >= 0, as
-// Gorgonia's Rectify does.
+// relu adds an ONNX Relu: x for x > 0 (NaN kept), 0 elsewhere. It is
+// LeakyRelu with alpha 0, whose gradient passes dy where x > 0 only, as
+// PyTorch's does: at x = 0, which zero inputs and zero biases make common,
+// the gradient is 0.
 func relu(x *G.Node) (*G.Node, error) {
 	s, err := checkOpInput("relu: input", x, -1)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dcconvert/dcconvert/data"
 	"github.com/dcconvert/dcconvert/engine"
+	"github.com/dcconvert/dcconvert/finetune"
 	"github.com/dcconvert/dcconvert/internal/onnxpb"
 	"github.com/dcconvert/dcconvert/onnximport"
 )
@@ -337,7 +338,11 @@ func runEval(opts *evalOptions) error {
 		bar.StartWithoutRender() // the clock of the rate starts now, not at the first batch
 		_ = bar.RenderBlank()
 	}
-	metrics, inference, err := evalLoop(e, loader, plan, batch, bar)
+	ev := finetune.Evaluator{Engine: e, Input: plan.input, Output: plan.output, Classes: plan.classes, Scores: plan.scores}
+	if bar != nil {
+		ev.Progress = func(n int) { _ = bar.Add(n) }
+	}
+	metrics, inference, err := ev.Run(loader)
 	if bar != nil {
 		_ = bar.Clear()
 	}
@@ -376,50 +381,6 @@ func rate(n int, d time.Duration) float64 {
 		return 0
 	}
 	return float64(n) / d.Seconds()
-}
-
-// evalLoop runs every batch of the loader through the engine and returns
-// the metrics and the time spent in forward passes. The last batch, when
-// smaller, is padded with zeros to the engine's batch size and the padded
-// rows are left out of the metrics.
-func evalLoop(e *engine.Engine, loader *data.Loader, plan *evalPlan, batch int, bar *progressbar.ProgressBar) (engine.Metrics, time.Duration, error) {
-	var metrics engine.Metrics
-	var inference time.Duration
-	in := plan.pre.Input
-	shape := []int{batch, in[0], in[1], in[2]}
-	var padded []float32
-	for b, err := range loader.Epoch(0) {
-		if err != nil {
-			return metrics, inference, err
-		}
-		n := b.Shape[0]
-		x := b.X
-		if n < batch {
-			if padded == nil {
-				padded = make([]float32, batch*in[0]*in[1]*in[2])
-			}
-			copy(padded, b.X)
-			clear(padded[len(b.X):])
-			x = padded
-		}
-		t0 := time.Now()
-		out, err := e.Forward(map[string]engine.Tensor{plan.input: {Shape: shape, Data: x}})
-		inference += time.Since(t0)
-		if err != nil {
-			return metrics, inference, err
-		}
-		y, ok := out[plan.output]
-		if !ok || len(y.Shape) != 2 || y.Shape[0] != batch || y.Shape[1] != plan.classes {
-			return metrics, inference, fmt.Errorf("output %q has shape %v, want [%d %d]", plan.output, y.Shape, batch, plan.classes)
-		}
-		if err := metrics.Add(y.Data[:n*plan.classes], plan.classes, b.Labels, plan.scores); err != nil {
-			return metrics, inference, fmt.Errorf("images %d to %d: %w", metrics.Samples, metrics.Samples+n-1, err)
-		}
-		if bar != nil {
-			_ = bar.Add(n)
-		}
-	}
-	return metrics, inference, nil
 }
 
 // planEval works out, from the model and the flags, which input to feed,

@@ -16,6 +16,9 @@ python3-onnx):
 
     torch_ref.py run REQUEST_JSON
         evaluates every job of the request and writes response.json beside it
+    torch_ref.py fit REQUEST_JSON
+        runs optimisation steps (see "Fitting" below) and writes
+        response.json beside the request
     torch_ref.py gradcheck
         checks the decoupled convolution's gradients against finite
         differences for every configuration; prints a JSON summary
@@ -1404,6 +1407,146 @@ def finite_differences(base, params, probes, step, forward):
 
 
 # ---------------------------------------------------------------------------
+# Fitting: optimisation steps with torch.optim
+#
+# A fit request runs several optimisation steps of the training loss above
+# on a model, one batch each, with PyTorch's own optimisers, and returns
+# how far each trainable initializer moved (new minus old value, computed
+# in the run's dtype before it is rounded to float32 for transport, so that
+# an update is carried to float32 precision however small it is against
+# the weight):
+#
+#     {"model": PATH, "dtype": "float64",
+#      "batches": [{"inputs": [{"name", "dims", "file"}], "labels": [INT]}],
+#      "optimizer": "sgd" | "adam" | "adamw", "lr": LR,
+#      "momentum": M, "nesterov": BOOL, "weight_decay": WD,
+#      "wd_filters": BOOL, "schedule": "const" | "cosine",
+#      "project_every": N, "clip_norm": C, "label_smoothing": EPS}
+#
+# response.json: {"losses": [FLOAT], "updates": [{"name", "dims", "file"}]}
+# or {"error": MESSAGE}.
+#
+# The rules are DCNET.md section 4's: every trainable initializer (one
+# leaf per initializer, its uses' gradients summed) trains; weight decay
+# (torch's L2 weight_decay; decoupled for AdamW) applies to all but
+# decoupled filters (unless wd_filters) and RhoV; the cosine schedule is
+# torch's CosineAnnealingLR over the number of batches, stepped after each
+# optimiser step; clip_norm > 0 applies clip_grad_norm_; after step s with
+# s % project_every == 0 each decoupled filter bank with weighted = none is
+# divided by sqrt(sum of squares per output channel + eps), in place.
+
+
+def fit_request(request_path):
+    """Runs a fit request and writes response.json beside it."""
+    dir_ = os.path.dirname(os.path.abspath(request_path))
+    with open(request_path) as f:
+        req = json.load(f)
+    try:
+        resp = fit_job(dir_, req)
+    except RefError as e:
+        resp = {"error": str(e)}
+    with open(os.path.join(dir_, "response.json"), "w") as f:
+        json.dump(resp, f)
+
+
+def fit_job(dir_, req):
+    """Runs the steps of a fit request and returns the response."""
+    dtype = {"float64": torch.float64, "float32": torch.float32}.get(req.get("dtype", "float64"))
+    if dtype is None:
+        raise RefError("dtype %s is not float64 or float32" % q(req.get("dtype")))
+    model = onnx.load(req["model"])
+    batches = []
+    for b in req["batches"]:
+        feeds = {f["name"]: read_float32(os.path.join(dir_, f["file"]), f["dims"])
+                 for f in b["inputs"]}
+        labels, _ = read_labels(b)
+        batches.append((feeds, labels))
+    if not batches:
+        raise RefError("a fit request needs at least one batch")
+    smoothing = float(req.get("label_smoothing", 0.0))
+    params, running = parameter_uses(model, batches[0][0])
+    running_names = {(u.index, u.pos): u.name for u in running}
+    base = {init.name: tensor_from_proto(init, dtype) for init in model.graph.initializer
+            if init.data_type in FLOAT_ELEM_TYPES}
+    logits_name, softmax = logits_of(model)
+    opset = default_opset(model)
+
+    roots = []
+    for u in params:
+        if u.root not in roots:
+            roots.append(u.root)
+    leaves = {r: base[r].clone().requires_grad_() for r in roots}
+    filters, rho_vs, projected = set(), set(), []
+    for node in model.graph.node:
+        if not (node.domain == DCNET_DOMAIN and node.op_type.startswith(DECOUPLED_PREFIX)):
+            continue
+        inputs = list(node.input) + [""] * 6
+        attrs = node_attrs(node)
+        cfg = decoupled_config(attrs, bool(inputs[IN_RHO_V]))
+        w = inputs[IN_W]
+        if w in leaves:
+            filters.add(w)
+            if cfg["weighted"] == "none" and all(w != p for p, _ in projected):
+                projected.append((w, cfg["eps"]))
+        if inputs[IN_RHO_V] in leaves:
+            rho_vs.add(inputs[IN_RHO_V])
+    wd = float(req.get("weight_decay", 0.0))
+    wd_filters = bool(req.get("wd_filters", False))
+    decayed = [leaves[r] for r in roots
+               if r not in rho_vs and (r not in filters or wd_filters)]
+    plain = [leaves[r] for r in roots
+             if not (r not in rho_vs and (r not in filters or wd_filters))]
+    groups = [{"params": decayed, "weight_decay": wd}, {"params": plain, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    lr = float(req["lr"])
+    name = req.get("optimizer", "sgd")
+    if name == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=float(req.get("momentum", 0.0)),
+                              nesterov=bool(req.get("nesterov", False)))
+    elif name == "adam":
+        opt = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    else:
+        raise RefError("optimizer %s is not sgd, adam or adamw" % q(name))
+    schedule = req.get("schedule", "const")
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(batches))
+    elif schedule == "const":
+        sched = None
+    else:
+        raise RefError("schedule %s is not const or cosine" % q(schedule))
+    project_every = int(req.get("project_every", 0))
+    clip = float(req.get("clip_norm", 0.0))
+
+    losses = []
+    for step, (feeds, labels) in enumerate(batches, 1):
+        opt.zero_grad()
+        uses = {(u.index, u.pos): leaves[u.root] for u in params}
+        tr = Training(base, uses, running_names, logits_name)
+        evaluate(model, feeds, dtype, False, tr)
+        check_logits(opset, tr.logits, softmax, labels)
+        loss = training_loss(tr.logits, labels, smoothing)
+        if not bool(torch.isfinite(loss)):
+            raise RefError("step %d: the loss is %s" % (step, float(loss)))
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(leaves.values()), clip)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if project_every > 0 and step % project_every == 0:
+            with torch.no_grad():
+                for w, eps in projected:
+                    t = leaves[w]
+                    norm = torch.sqrt((t * t).reshape(t.shape[0], -1).sum(dim=1) + eps)
+                    t.div_(norm.reshape((-1,) + (1,) * (t.dim() - 1)))
+        losses.append(float(loss))
+    updates = {r: leaves[r].detach() - base[r] for r in roots}
+    return {"losses": losses, "updates": write_tensors(dir_, "update", updates)}
+
+
+# ---------------------------------------------------------------------------
 # File exchange with the Go package
 
 
@@ -1563,6 +1706,9 @@ def main(argv):
     """Dispatches on the mode named by argv[1]."""
     if len(argv) >= 3 and argv[1] == "run":
         run_request(argv[2])
+        return 0
+    if len(argv) >= 3 and argv[1] == "fit":
+        fit_request(argv[2])
         return 0
     if len(argv) == 2 and argv[1] == "gradcheck":
         return gradcheck()
