@@ -84,13 +84,13 @@ type Data struct {
 // in the seeded, optionally shuffled order, augmented, a last smaller
 // batch left out.
 func (t *Trainer) Loader(d Data) (*data.Loader, error) {
+	if n := d.Train.Len(); n < t.cfg.Batch {
+		return nil, &FlagError{Flag: "--batch", Err: fmt.Errorf("%d: the training data has only %d samples, fewer than one batch", t.cfg.Batch, n)}
+	}
 	l, err := data.NewLoader(d.Train, data.LoaderOptions{Batch: t.cfg.Batch, Shuffle: t.cfg.Shuffle,
 		Augment: t.cfg.Augment, Seed: t.cfg.Seed, DropLast: true, Pre: d.Pre})
 	if err != nil {
 		return nil, err
-	}
-	if l.BatchesPerEpoch() == 0 {
-		return nil, &FlagError{Flag: "--batch", Err: fmt.Errorf("%d: the training data has only %d samples, fewer than one batch", t.cfg.Batch, d.Train.Len())}
 	}
 	return l, nil
 }

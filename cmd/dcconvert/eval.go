@@ -156,21 +156,44 @@ func evalFlags(cmd *cobra.Command, opts *evalOptions, format, split string, mean
 	if opts.Batch < 1 {
 		errs = append(errs, fmt.Errorf("--batch %d: must be at least 1", opts.Batch))
 	}
-	if cmd.Flags().Changed("mean") {
-		opts.Mean = mean.values
-	}
-	if cmd.Flags().Changed("std") {
-		for i, s := range std.values {
-			if s == 0 {
-				errs = append(errs, fmt.Errorf("--std: value %d is 0", i+1))
-			}
-		}
-		opts.Std = std.values
-	}
-	if len(errs) > 0 {
+	var err error
+	opts.Mean, opts.Std, err = normalizationFlags(cmd, mean, std)
+	if errs = append(errs, err); errors.Join(errs...) != nil {
 		return asUsageError(errors.Join(errs...))
 	}
 	return nil
+}
+
+// normalizationFlags returns the values of --mean and --std, nil for
+// those not given; a zero std is an error.
+func normalizationFlags(cmd *cobra.Command, mean, std floatsValue) (m, s []float32, err error) {
+	if cmd.Flags().Changed("mean") {
+		m = mean.values
+	}
+	if cmd.Flags().Changed("std") {
+		var errs []error
+		for i, x := range std.values {
+			if x == 0 {
+				errs = append(errs, fmt.Errorf("--std: value %d is 0", i+1))
+			}
+		}
+		s, err = std.values, errors.Join(errs...)
+	}
+	return m, s, err
+}
+
+// syntheticFor returns the synthetic data set options that fit a model:
+// its input shape and number of classes, where the generator supports
+// them.
+func syntheticFor(plan *evalPlan) data.SyntheticOptions {
+	var o data.SyntheticOptions
+	if in := plan.pre.Input; in[1] >= 8 && in[2] >= 8 && in[1] <= 4096 && in[2] <= 4096 {
+		o.Shape = in
+	}
+	if plan.classes >= 2 && plan.classes <= 1000 {
+		o.Classes = plan.classes
+	}
+	return o
 }
 
 // floatsValue is a flag value holding one or three comma-separated finite
@@ -514,13 +537,7 @@ func openEvalData(opts *evalOptions, plan *evalPlan) (data.Set, data.Format, err
 	}
 	oo := data.OpenOptions{Format: format, Split: opts.Split}
 	if format == data.FormatSynthetic {
-		in := plan.pre.Input
-		if in[1] >= 8 && in[2] >= 8 && in[1] <= 4096 && in[2] <= 4096 {
-			oo.Synthetic.Shape = in
-		}
-		if plan.classes >= 2 && plan.classes <= 1000 {
-			oo.Synthetic.Classes = plan.classes
-		}
+		oo.Synthetic = syntheticFor(plan)
 	}
 	set, err := data.Open(opts.Data, oo)
 	if err != nil {
