@@ -117,7 +117,8 @@ type Config struct {
 	// decoupled filters (0: off).
 	Orth float64
 	// Train selects the parameters that train; Freeze excludes those whose
-	// initializer name matches one of its patterns (path.Match syntax).
+	// initializer name matches one of its patterns (path.Match syntax,
+	// with "*" and "?" matching "/" as well).
 	Train  Train
 	Freeze []string
 	// NewHead replaces the classifier with a new one sized to the data's

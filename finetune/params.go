@@ -177,11 +177,19 @@ func (c Config) trains(r Role, init string) bool {
 		}
 	}
 	for _, g := range c.Freeze {
-		if ok, _ := path.Match(g, init); ok {
+		if globMatch(g, init) {
 			return false
 		}
 	}
 	return true
+}
+
+// globMatch reports whether an initializer name matches a --freeze
+// pattern: path.Match's syntax, except that "*" and "?" match "/" too
+// (exporters name initializers like "/features/features.0/Conv.rho_v").
+func globMatch(pattern, name string) bool {
+	ok, _ := path.Match(strings.ReplaceAll(pattern, "/", "\x00"), strings.ReplaceAll(name, "/", "\x00"))
+	return ok
 }
 
 // decays reports whether weight decay applies to a parameter of the role
