@@ -229,6 +229,53 @@ func TestFinetuneInterrupt(t *testing.T) {
 	}
 }
 
+// TestFinetuneUnwritable makes a run directory's file unwritable in the
+// middle of a run and checks the error names it and the intact last
+// checkpoint.
+func TestFinetuneUnwritable(t *testing.T) {
+	dir := t.TempDir()
+	model := writeMini(t, dir, 4)
+	out := filepath.Join(dir, "run")
+	args := []string{"finetune", model, "--data", "synthetic", "--out", out, "--batch", "8", "--schedule", "const", "--eval-every", "4", "-q"}
+	if code, _, stderr := runCLI(append(args, "--steps", "4")...); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	before, err := os.ReadFile(filepath.Join(out, checkpoint.LastFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the plot goes: writing it fails after the
+	// checkpoint of step 8 is saved.
+	curves := filepath.Join(out, checkpoint.CurvesFile)
+	if err := os.Remove(curves); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(curves, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(append(args, "--steps", "8", "--resume")...)
+	if code != 1 || !strings.Contains(stderr, "curves.png") || !strings.Contains(stderr, "is intact") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 naming curves.png and the intact checkpoint", code, stderr)
+	}
+	after, err := checkpoint.ReadFile(filepath.Join(out, checkpoint.LastFile))
+	if err != nil {
+		t.Fatalf("the last checkpoint is not readable after the failure: %v", err)
+	}
+	if after.Metadata[finetune.MetaStep] != "8" || slices.Equal(before, mustRead(t, filepath.Join(out, checkpoint.LastFile))) {
+		t.Errorf("last checkpoint at step %s after the failed write", after.Metadata[finetune.MetaStep])
+	}
+}
+
+// mustRead returns a file's bytes.
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestFinetuneErrors checks bad runs: a clear error, exit code, and no
 // run directory left behind where the run could not start.
 func TestFinetuneErrors(t *testing.T) {
@@ -259,6 +306,8 @@ func TestFinetuneErrors(t *testing.T) {
 			want: "is not a run directory", noOut: true},
 		{name: "resume other config", args: []string{"finetune", model, "--data", "synthetic", "--out", started, "--steps", "2", "--batch", "8", "--lr", "0.5", "--resume"},
 			code: 1, want: "cannot resume " + started + ": the configuration differs: LR was 0.01, now 0.5"},
+		{name: "resume other data", args: []string{"finetune", model, "--data", "synthetic", "--out", started, "--steps", "2", "--batch", "8", "--val-split", "0.2", "--resume"},
+			code: 1, want: "the run trained on synthetic (synthetic), which differs from synthetic"},
 		{name: "resume other model", args: []string{"finetune", ten, "--data", "synthetic", "--out", started, "--steps", "2", "--batch", "8", "--resume"},
 			code: 1, want: "another file than"},
 		{name: "batch larger than data", args: []string{"finetune", model, "--data", "synthetic", "--out", "OUT", "--batch", "100000"}, code: 2,
