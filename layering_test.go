@@ -18,7 +18,11 @@ const module = "github.com/dcconvert/dcconvert"
 // layers lists the module's packages from top to bottom as DESIGN.md's
 // package table does; each may import only packages listed below it. A
 // package below one of these paths (engine/ops, say) belongs to its layer.
+// The measuring tools under bench/ and scripts/ sit above the command line:
+// they may use every package and none may use them.
 var layers = []string{
+	"bench",
+	"scripts",
 	"cmd/dcconvert",
 	"export",
 	"finetune",

@@ -3,6 +3,7 @@ package onnximport
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -70,7 +71,18 @@ func (m *Model) WriteFile(path string) error {
 // WriteFileAtomic writes b to path through a temporary file in the same
 // directory and a rename, so that path holds either its old contents or
 // all of b, never a part.
-func WriteFileAtomic(path string, b []byte) (err error) {
+func WriteFileAtomic(path string, b []byte) error {
+	return WriteStreamAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// WriteStreamAtomic is WriteFileAtomic for content that write produces
+// piece by piece, so that it need not be held in memory: the temporary
+// file is synced, made readable (0644) and renamed to path only when write
+// succeeds, and removed otherwise.
+func WriteStreamAtomic(path string, write func(io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -85,7 +97,7 @@ func WriteFileAtomic(path string, b []byte) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err = f.Write(b); err != nil {
+	if err = write(f); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {
@@ -97,8 +109,5 @@ func WriteFileAtomic(path string, b []byte) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return nil
+	return os.Rename(f.Name(), path)
 }

@@ -60,6 +60,7 @@ func newRootCmd(streams iostreams) *cobra.Command {
 		newModelsCmd(opts, nil),
 		newRewriteCmd(opts, nil),
 		newEvalCmd(opts, nil),
+		newExportCmd(opts, nil),
 		newFinetuneCmd(opts, nil),
 	)
 	return cmd
