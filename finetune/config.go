@@ -84,56 +84,56 @@ const (
 type Config struct {
 	// Epochs is the number of passes over the training data; Steps, when
 	// positive, sets the number of optimisation steps instead.
-	Epochs int
-	Steps  int
+	Epochs int `json:"epochs"`
+	Steps  int `json:"steps"`
 	// Batch is the number of samples per step. A last batch smaller than
 	// Batch is left out of each epoch.
-	Batch int
+	Batch int `json:"batch"`
 	// LR is the base learning rate.
-	LR float64
+	LR float64 `json:"lr"`
 	// Optimizer is the update rule; Momentum and Nesterov configure SGD.
-	Optimizer Optimizer
-	Momentum  float64
-	Nesterov  bool
+	Optimizer Optimizer `json:"optimizer"`
+	Momentum  float64   `json:"momentum"`
+	Nesterov  bool      `json:"nesterov"`
 	// WD is the weight decay. It applies to every trained parameter
 	// except decoupled filters, RhoV and RhoScale (DCNET.md section 4);
 	// WDFilters includes the decoupled filters.
-	WD        float64
-	WDFilters bool
+	WD        float64 `json:"wd"`
+	WDFilters bool    `json:"wd_filters"`
 	// Schedule shapes the learning rate over the run; Warmup is the number
 	// of steps of the linear warm-up.
-	Schedule Schedule
-	Warmup   int
+	Schedule Schedule `json:"schedule"`
+	Warmup   int      `json:"warmup"`
 	// ClipNorm, when positive, rescales the gradients so that their
 	// global L2 norm (over every trained parameter) is at most ClipNorm.
-	ClipNorm float64
+	ClipNorm float64 `json:"clip_norm"`
 	// LabelSmoothing is the label smoothing of the cross-entropy, in [0, 1).
-	LabelSmoothing float64
+	LabelSmoothing float64 `json:"label_smoothing"`
 	// ProjectEvery projects the filters of the decoupled convolutions
 	// with weighted = none onto the unit sphere after every
 	// ProjectEvery-th step (0: never).
-	ProjectEvery int
+	ProjectEvery int `json:"project_every"`
 	// Orth is the weight of the orthogonality regulariser of the
 	// decoupled filters (0: off).
-	Orth float64
+	Orth float64 `json:"orth"`
 	// Train selects the parameters that train; Freeze excludes those whose
 	// initializer name matches one of its patterns (path.Match syntax,
 	// with "*" and "?" matching "/" as well).
-	Train  Train
-	Freeze []string
+	Train  Train    `json:"train"`
+	Freeze []string `json:"freeze"`
 	// NewHead replaces the classifier with a new one sized to the data's
 	// classes, initialised like PyTorch's nn.Linear from Seed.
-	NewHead bool
+	NewHead bool `json:"new_head"`
 	// Augment is the augmentation of the training images; Shuffle shuffles
 	// the samples each epoch.
-	Augment data.Augment
-	Shuffle bool
+	Augment data.Augment `json:"augment"`
+	Shuffle bool         `json:"shuffle"`
 	// Seed seeds everything random: the order of the samples, the
 	// augmentation, dropout and a new head.
-	Seed uint64
+	Seed uint64 `json:"seed"`
 	// EvalEvery validates every EvalEvery steps besides the end of each
 	// epoch (0: at the end of each epoch only).
-	EvalEvery int
+	EvalEvery int `json:"eval_every"`
 }
 
 // DefaultConfig returns the defaults of the command line (DESIGN.md).

@@ -43,6 +43,9 @@ type finetuneOptions struct {
 	Mean, Std []float32
 	// Resume continues the run in Out.
 	Resume bool
+	// AugmentGiven says --augment was given; otherwise the data's format
+	// chooses (see defaultAugment).
+	AugmentGiven bool
 	// Train is the fine-tuning configuration.
 	Train finetune.Config
 	// Progress shows a progress bar on standard error (set when it is a
@@ -113,6 +116,7 @@ time left; in logs and pipes one line is written every 10 % of an epoch.`),
 			c := &opts.Train
 			c.Optimizer, c.Schedule, c.Train, c.Augment = finetune.Optimizer(optimizer), finetune.Schedule(schedule), finetune.Train(train), data.Augment(augment)
 			c.Shuffle = !noShuffle
+			opts.AugmentGiven = cmd.Flags().Changed("augment")
 			c.Seed = seed
 			var errs []error
 			if opts.Data == "" {
@@ -179,7 +183,8 @@ time left; in logs and pipes one line is written every 10 % of an epoch.`),
 	fl.StringVar(&train, "train", string(def.Train), "parameters that train: "+joinNames(finetune.Trains()))
 	fl.StringArrayVar(&c.Freeze, "freeze", nil, "keep the initializers matching GLOB fixed (repeatable)")
 	fl.BoolVar(&c.NewHead, "new-head", def.NewHead, "replace the classifier to fit the data's classes")
-	fl.StringVar(&augment, "augment", string(def.Augment), "augmentation of the training images: "+joinNames(data.Augments()))
+	fl.StringVar(&augment, "augment", string(def.Augment), "augmentation of the training images: "+joinNames(data.Augments())+
+		" (default standard; crop for idx and synthetic data, whose classes a flip can change)")
 	fl.BoolVar(&noShuffle, "no-shuffle", false, "keep the training images in order")
 	fl.Var(&mean, "mean", "mean subtracted from the [0, 1] pixel values, one value or one per channel (default from the model's metadata, else 0)")
 	fl.Var(&std, "std", "standard deviation the pixel values are divided by (default from the model's metadata, else 1)")
@@ -246,6 +251,9 @@ func (r *finetuneRun) prepare() error {
 	if err := r.openData(plan); err != nil {
 		return err
 	}
+	if !opts.AugmentGiven {
+		opts.Train.Augment = defaultAugment(r.format)
+	}
 	classes := r.d.Train.Classes()
 	in := plan.pre.Input
 	r.d.Pre = data.Preprocess{C: in[0], H: in[1], W: in[2], Mean: plan.pre.Mean, Std: plan.pre.Std}
@@ -278,6 +286,18 @@ func (r *finetuneRun) prepare() error {
 		return err
 	}
 	return checkpoint.WriteRun(r.dir.Path(checkpoint.RunFile), r.run)
+}
+
+// defaultAugment returns the augmentation of a data format when --augment
+// is not given: pad-and-crop with a horizontal flip for natural images,
+// without the flip for digits and letters (idx) and for the synthetic
+// bars, whose class is their orientation, which a flip changes.
+func defaultAugment(f data.Format) data.Augment {
+	switch f {
+	case data.FormatIDX, data.FormatSynthetic:
+		return data.AugmentCrop
+	}
+	return data.AugmentStandard
 }
 
 // asFlagUsage makes an error that names a flag (a finetune.FlagError) a
@@ -436,7 +456,7 @@ func configDiff(a, b finetune.Config) string {
 	var diffs []string
 	for k, va := range ma {
 		if vb := mb[k]; fmt.Sprint(va) != fmt.Sprint(vb) {
-			diffs = append(diffs, fmt.Sprintf("%s was %v, now %v", k, va, vb))
+			diffs = append(diffs, fmt.Sprintf("--%s was %v, now %v", strings.ReplaceAll(k, "_", "-"), va, vb))
 		}
 	}
 	slices.Sort(diffs)

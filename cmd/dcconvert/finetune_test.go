@@ -42,7 +42,7 @@ func TestFinetuneFlags(t *testing.T) {
 			"--project-every", "3", "--orth", "1e-5", "--train", "decoupled", "--freeze", "features.0.*", "--freeze", "x",
 			"--new-head", "--augment", "crop", "--no-shuffle", "--mean", "0.5", "--std", "0.25", "--seed", "9", "--resume"),
 			want: with(func(o *finetuneOptions) {
-				o.Format, o.Val, o.Mean, o.Std, o.Resume = data.FormatSynthetic, "v", []float32{0.5}, []float32{0.25}, true
+				o.Format, o.Val, o.Mean, o.Std, o.Resume, o.AugmentGiven = data.FormatSynthetic, "v", []float32{0.5}, []float32{0.25}, true, true
 				o.Train = finetune.Config{Epochs: 1, Steps: 7, Batch: 8, LR: 0.1, Optimizer: finetune.SGD, Momentum: 0.5, Nesterov: true,
 					WD: 0.01, WDFilters: true, Schedule: finetune.Step, Warmup: 2, ClipNorm: 1, LabelSmoothing: 0.1,
 					ProjectEvery: 3, Orth: 1e-5, Train: finetune.TrainDecoupled, Freeze: []string{"features.0.*", "x"},
@@ -305,7 +305,7 @@ func TestFinetuneErrors(t *testing.T) {
 		{name: "resume not a run", args: []string{"finetune", model, "--data", "synthetic", "--out", "OUT", "--resume"}, code: 1,
 			want: "is not a run directory", noOut: true},
 		{name: "resume other config", args: []string{"finetune", model, "--data", "synthetic", "--out", started, "--steps", "2", "--batch", "8", "--lr", "0.5", "--resume"},
-			code: 1, want: "cannot resume " + started + ": the configuration differs: LR was 0.01, now 0.5"},
+			code: 1, want: "cannot resume " + started + ": the configuration differs: --lr was 0.01, now 0.5"},
 		{name: "resume other data", args: []string{"finetune", model, "--data", "synthetic", "--out", started, "--steps", "2", "--batch", "8", "--val-split", "0.2", "--resume"},
 			code: 1, want: "the run trained on synthetic (synthetic), which differs from synthetic"},
 		{name: "resume other model", args: []string{"finetune", ten, "--data", "synthetic", "--out", started, "--steps", "2", "--batch", "8", "--resume"},

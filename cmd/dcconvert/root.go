@@ -62,6 +62,7 @@ func newRootCmd(streams iostreams) *cobra.Command {
 		newEvalCmd(opts, nil),
 		newExportCmd(opts, nil),
 		newFinetuneCmd(opts, nil),
+		newDemoCmd(opts, nil),
 	)
 	return cmd
 }
