@@ -70,7 +70,7 @@ Demo exits with status 1 if the pretrained plain net scores below 90 % or
 the exported model's accuracy differs from the fine-tuned net's by more
 than 0.1 point.`),
 		Example: "  dcconvert demo\n" +
-			"  dcconvert demo --mag tanh --out /tmp/demo\n" +
+			"  dcconvert demo --mag tanh --out demo-tanh\n" +
 			"  dcconvert demo --data /usr/share/datasets/fashion-mnist",
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {

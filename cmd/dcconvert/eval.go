@@ -106,8 +106,8 @@ JSON object:
                                   inference (they overlap)
   inference_seconds,              the forward passes alone (the last
   inference_images_per_second     batch is padded to the batch size)`),
-		Example: "  dcconvert eval model.onnx --data /usr/share/datasets/fashion-mnist\n" +
-			"  dcconvert eval vgg11.onnx --data cifar-10-batches-bin --mean 0.4914,0.4822,0.4465 --std 0.247,0.243,0.261 --json",
+		Example: "  dcconvert eval vgg-mini.ft.onnx --data synthetic\n" +
+			"  dcconvert eval vgg-mini.calib.onnx --data /usr/share/datasets/fashion-mnist --json",
 		Args: exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Model = args[0]

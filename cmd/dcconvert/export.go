@@ -66,9 +66,9 @@ count as calibrated once trained. Models over 2 GiB are written with
 their weights in OUT.data next to OUT. The same checkpoint always gives
 the same bytes, and OUT is written through a temporary file and a rename,
 so a failed export leaves no partial file.`),
-		Example: "  dcconvert export runs/vgg16 -o vgg16.ft.onnx\n" +
-			"  dcconvert export runs/vgg16 --format onnx-inline --checkpoint last -o vgg16.ft.inline.onnx\n" +
-			"  dcconvert export runs/vgg16 --format npz -o vgg16.ft.npz",
+		Example: "  dcconvert export run -o vgg-mini.ft.onnx\n" +
+			"  dcconvert export run --format onnx-inline --checkpoint last -o vgg-mini.ft.inline.onnx\n" +
+			"  dcconvert export run --format npz -o vgg-mini.ft.npz",
 		Args: exactArgs("RUNDIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.RunDir = args[0]

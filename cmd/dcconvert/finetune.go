@@ -107,9 +107,9 @@ number stops the run and names the step; the last checkpoint stays intact.
 
 On a terminal a progress bar shows the epoch, step, loss, accuracy, speed and
 time left; in logs and pipes one line is written every 10 % of an epoch.`),
-		Example: "  dcconvert finetune vgg16.dc.onnx --data ~/data/cifar10 --out runs/vgg16-ball --lr 0.005 --epochs 3\n" +
-			"  dcconvert finetune model.onnx --data /usr/share/datasets/fashion-mnist --out run --optimizer adam --lr 0.001\n" +
-			"  dcconvert finetune model.onnx --data /usr/share/datasets/fashion-mnist --out run --resume",
+		Example: "  dcconvert finetune vgg-mini.dc.onnx --data synthetic --out run --steps 100 --optimizer adam --lr 0.001\n" +
+			"  dcconvert finetune vgg-mini.dc.onnx --data synthetic --out run --steps 150 --optimizer adam --lr 0.001 --resume\n" +
+			"  dcconvert finetune vgg-mini.calib.onnx --data /usr/share/datasets/fashion-mnist --out fmnist-run --steps 100",
 		Args: exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Model = args[0]

@@ -220,3 +220,18 @@ func parseFloatMeta(meta map[string]string, key string) (float64, error) {
 	_, err := fmt.Sscan(v, &f)
 	return f, err
 }
+
+// bestTop1 returns the validation top-1 accuracy, in percent, of a run
+// directory's best checkpoint.
+func bestTop1(dir string) (float64, error) {
+	path := checkpoint.Dir(dir).Path(checkpoint.BestFile)
+	f, err := checkpoint.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	v, err := parseFloatMeta(f.Metadata, checkpoint.MetaValTop1)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}

@@ -46,6 +46,8 @@ Shapes that cannot be inferred (an operator shape inference does not
 support, say) are listed as warnings; the rest of the report is still
 given. With --json the report is one JSON object whose fields are documented
 with the InspectReport type of this command's source.`),
+		Example: "  dcconvert inspect vgg-mini.onnx\n" +
+			"  dcconvert inspect vgg11_cifar.onnx --json",
 		Args: exactArgs("MODEL"),
 		RunE: func(_ *cobra.Command, args []string) error {
 			opts.Model = args[0]

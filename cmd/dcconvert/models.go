@@ -55,7 +55,8 @@ NAME is one of ` + strings.Join(models.Names(), ", ") + `.
 The file is written through a temporary file in the same directory and a
 rename, so a failed run leaves no partial file. A one-line summary goes to
 standard error unless -q is given.`),
-		Example:   "  dcconvert models vgg16 -o vgg16.onnx\n  dcconvert models vgg11 --bn --input 3x32x32 --classes 10 -o vgg11_cifar.onnx",
+		Example: "  dcconvert models vgg-mini -o vgg-mini.onnx\n" +
+			"  dcconvert models vgg11 --bn --input 3x32x32 --classes 10 -o vgg11_cifar.onnx",
 		Args:      modelNameArg,
 		ValidArgs: models.Names(),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -77,8 +77,9 @@ comma-separated. By default every Conv with group 1 is rewritten.
 A table of what was rewritten goes to standard error (--json prints it to
 standard output for scripts). The output is written through a temporary file
 and a rename, so a failed run leaves no partial file.`),
-		Example: "  dcconvert rewrite vgg16.onnx --mag ball --rho learn -o vgg16.dc.onnx\n" +
-			"  dcconvert rewrite model.onnx --mag tanh --ang sigmoid --layers 'features.*,!features.0' -o model.dc.onnx",
+		Example: "  dcconvert rewrite vgg-mini.onnx --mag ball --rho learn -o vgg-mini.dc.onnx\n" +
+			"  dcconvert rewrite vgg-mini.onnx --mag tanh --ang sigmoid --layers 'features.*,!features.0' -o vgg-mini.tanh.onnx\n" +
+			"  dcconvert rewrite vgg-mini.onnx --mag ball --calib /usr/share/datasets/fashion-mnist --alpha auto -o vgg-mini.calib.onnx",
 		Args: exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Model = args[0]
