@@ -10,7 +10,8 @@ import (
 // BenchmarkTrainStepVGGMini measures one training step (forward, loss,
 // backward; no optimiser update) of vgg-mini on a batch of 64 1x28x28
 // images in float32, plain and rewritten (ball x cos, learnable radius).
-// scripts/bench-train.sh runs it next to PyTorch on the same net.
+// bench/run.sh measures the whole optimisation step instead
+// (BenchmarkTrainStep in package finetune) next to PyTorch.
 func BenchmarkTrainStepVGGMini(b *testing.B) {
 	plain := buildModel(b, "vgg-mini", nil)
 	cases := []struct {

@@ -11,7 +11,7 @@ import (
 func benchModel(b *testing.B) string {
 	path := os.Getenv("DCCONVERT_BENCH_MODEL")
 	if path == "" {
-		b.Skip("set DCCONVERT_BENCH_MODEL to a model file (scripts/bench-read.sh makes a VGG16)")
+		b.Skip("set DCCONVERT_BENCH_MODEL to a model file (bench/run.sh --heavy makes a VGG16)")
 	}
 	return path
 }

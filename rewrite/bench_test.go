@@ -13,11 +13,11 @@ import (
 // BenchmarkRewrite reads the model named by DCCONVERT_BENCH_MODEL (e.g. a
 // VGG16 from `dcconvert models vgg16`), rewrites every Conv into ball x cos
 // with a learnable radius and writes the result: the rewrite command end
-// to end. scripts/bench-rewrite.sh runs it with its baselines.
+// to end. bench/run.sh --heavy measures the command next to Python.
 func BenchmarkRewrite(b *testing.B) {
 	path := os.Getenv("DCCONVERT_BENCH_MODEL")
 	if path == "" {
-		b.Skip("set DCCONVERT_BENCH_MODEL to a model file (scripts/bench-rewrite.sh makes a VGG16)")
+		b.Skip("set DCCONVERT_BENCH_MODEL to a model file (bench/run.sh --heavy makes a VGG16)")
 	}
 	info, err := os.Stat(path)
 	if err != nil {
