@@ -56,13 +56,17 @@ type CheckpointInfo struct {
 	Val *EvalInfo
 }
 
-// Hooks are the callbacks through which Run reports; each may be nil. An
+// Hooks are the callbacks through which Run reports (on step, on
+// validation, on epoch, on checkpoint); each may be nil. An
 // error returned by a hook stops the run and is returned by Run.
 type Hooks struct {
 	// Step follows every optimisation step.
 	Step func(StepInfo) error
 	// Eval follows every validation.
 	Eval func(EvalInfo) error
+	// Epoch follows the end of every epoch, after its validation and
+	// checkpoint, with the number of epochs done (1 after the first).
+	Epoch func(epochs int) error
 	// Checkpoint is called when the state should be saved (see Reason);
 	// Snapshot gives the state.
 	Checkpoint func(CheckpointInfo) error
@@ -177,6 +181,11 @@ func (t *Trainer) Run(ctx context.Context, d Data, hooks Hooks) error {
 					r = ReasonEnd
 				}
 				if err := checkpoint(r, v); err != nil {
+					return err
+				}
+			}
+			if t.step%int64(per) == 0 && hooks.Epoch != nil {
+				if err := hooks.Epoch(int(t.step / int64(per))); err != nil {
 					return err
 				}
 			}

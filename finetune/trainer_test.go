@@ -85,7 +85,9 @@ func TestRunLearns(t *testing.T) {
 			var steps []int64
 			var evals []EvalInfo
 			var cps []CheckpointInfo
+			var epochs []int
 			err = tr.Run(context.Background(), d, Hooks{
+				Epoch:      func(e int) error { epochs = append(epochs, e); return nil },
 				Step:       func(s StepInfo) error { steps = append(steps, s.Step); return nil },
 				Eval:       func(e EvalInfo) error { evals = append(evals, e); return nil },
 				Checkpoint: func(c CheckpointInfo) error { cps = append(cps, c); return nil },
@@ -98,6 +100,9 @@ func TestRunLearns(t *testing.T) {
 			}
 			if len(evals) != 2 || evals[0].Step != 20 || evals[1].Step != 40 {
 				t.Fatalf("validations %+v, want after steps 20 and 40", evals)
+			}
+			if !slices.Equal(epochs, []int{1}) {
+				t.Errorf("epoch hook saw %v, want [1]", epochs)
 			}
 			if len(cps) != 2 || cps[1].Reason != ReasonEnd || cps[0].Reason != ReasonEval {
 				t.Errorf("checkpoints %+v", cps)
