@@ -195,9 +195,17 @@ var rewrites = []struct {
 	{"linear", []string{"--mag", "linear"}},
 }
 
-// train is the optimiser of every training run.
-func (r *runner) train(epochs string) []string {
-	return []string{"--optimizer", "adam", "--lr", "0.001", "--epochs", epochs, "--seed", r.seed, "-q"}
+// train returns the flags of a training run from random weights
+// (pretraining, and the decoupled nets from scratch) or of a fine-tuning
+// run: Adam without weight decay or augmentation, at 2e-3 from random
+// weights and 1e-3 from trained ones, the learning rate annealed to 0 by
+// the cosine schedule.
+func (r *runner) train(epochs string, fromScratch bool) []string {
+	lr := "0.001"
+	if fromScratch {
+		lr = "0.002"
+	}
+	return []string{"--optimizer", "adam", "--lr", lr, "--wd", "0", "--augment", "none", "--epochs", epochs, "--seed", r.seed, "-q"}
 }
 
 // all runs every cell.
@@ -205,12 +213,12 @@ func (r *runner) all() error {
 	f := r.file
 	if _, err := r.do("plain-pretrained", f("plain.onnx"), f("pretrain"),
 		[]string{"models", "vgg-mini", "--seed", r.seed, "-o", f("init.onnx")},
-		append([]string{"finetune", f("init.onnx"), "--data", r.data, "--out", f("pretrain")}, r.train("2")...),
+		append([]string{"finetune", f("init.onnx"), "--data", r.data, "--out", f("pretrain")}, r.train("2", true)...),
 		[]string{"export", f("pretrain"), "--checkpoint", "last", "-o", f("plain.onnx")}); err != nil {
 		return err
 	}
 	if _, err := r.do("plain-plus-1", f("plain-plus-1.onnx"), f("plain-plus-1"),
-		append([]string{"finetune", f("plain.onnx"), "--data", r.data, "--out", f("plain-plus-1")}, r.train("1")...),
+		append([]string{"finetune", f("plain.onnx"), "--data", r.data, "--out", f("plain-plus-1")}, r.train("1", false)...),
 		[]string{"export", f("plain-plus-1"), "--checkpoint", "last", "-o", f("plain-plus-1.onnx")}); err != nil {
 		return err
 	}
@@ -224,14 +232,14 @@ func (r *runner) all() error {
 		}
 		run := f(rw.name + "-finetune")
 		if _, err := r.do(rw.name+"-finetuned", f(rw.name+"-finetuned.onnx"), run,
-			append([]string{"finetune", f(rw.name + "-alpha-auto.onnx"), "--data", r.data, "--out", run}, r.train("1")...),
+			append([]string{"finetune", f(rw.name + "-alpha-auto.onnx"), "--data", r.data, "--out", run}, r.train("1", false)...),
 			[]string{"export", run, "--checkpoint", "last", "-o", f(rw.name + "-finetuned.onnx")}); err != nil {
 			return err
 		}
 		scratch := f(rw.name + "-scratch")
 		if _, err := r.do(rw.name+"-scratch", f(rw.name+"-scratch.onnx"), scratch,
 			append(append([]string{"rewrite", f("init.onnx")}, rw.flags...), "--calib", r.data, "-o", f(rw.name+"-init.onnx"), "-q"),
-			append([]string{"finetune", f(rw.name + "-init.onnx"), "--data", r.data, "--out", scratch}, r.train("3")...),
+			append([]string{"finetune", f(rw.name + "-init.onnx"), "--data", r.data, "--out", scratch}, r.train("3", true)...),
 			[]string{"export", scratch, "--checkpoint", "last", "-o", f(rw.name + "-scratch.onnx")}); err != nil {
 			return err
 		}
@@ -306,6 +314,34 @@ func (r *runner) table() (string, error) {
 	}
 	fmt.Fprintf(&b, "\nSteps (batch 64): pretraining %d, fine-tuning %d, from scratch %d. Wall time of all cells: %.0f s.\n",
 		pretrainSteps, ftSteps, scratchSteps, wall)
+	// The exact commands, in the order they ran, F standing for the
+	// files directory.
+	names := []string{"plain-pretrained", "plain-plus-1"}
+	for _, rw := range rewrites {
+		for _, name := range []string{"-rewritten-alpha-1", "-rewritten-alpha-auto", "-finetuned", "-scratch"} {
+			names = append(names, rw.name+name)
+		}
+	}
+	var cmds []string
+	for _, name := range names {
+		c, err := r.load(name)
+		if err != nil {
+			return "", err
+		}
+		if c == nil {
+			continue
+		}
+		for _, cmd := range c.Commands {
+			cmds = append(cmds, strings.ReplaceAll(cmd, filepath.Join(r.results, "files")+"/", "$F/"))
+		}
+	}
+	if len(cmds) > 0 {
+		fmt.Fprintf(&b, "\nThe commands, in order, with F=%s (each model is then evaluated with `dcconvert eval MODEL --data %s`):\n\n",
+			filepath.Join(r.results, "files"), r.data)
+		for _, c := range cmds {
+			fmt.Fprintf(&b, "    %s\n", c)
+		}
+	}
 	return b.String(), nil
 }
 
