@@ -84,8 +84,8 @@ func (r *finetuneRun) train() error {
 			acc.busy += s.Duration
 			lastLR = s.LR
 			if bar != nil {
-				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f acc %.1f%%", s.Epoch+1, (total+int64(per)-1)/int64(per),
-					acc.loss/float64(acc.steps), 100*float64(acc.correct)/float64(acc.images)))
+				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f acc %.1f%% %.0f img/s", s.Epoch+1, (total+int64(per)-1)/int64(per),
+					acc.loss/float64(acc.steps), 100*float64(acc.correct)/float64(acc.images), float64(acc.images)/acc.busy.Seconds()))
 				_ = bar.Set64(s.Step)
 			}
 			if s.Step%int64(every) != 0 && s.Step != total {
