@@ -47,10 +47,6 @@ func TestHelpExamples(t *testing.T) {
 				t.Errorf("%s: example %q is not a dcconvert command line (%v)", name, line, err)
 				continue
 			}
-			if name == "demo" && strings.Contains(line, "--data") {
-				t.Logf("skipped %q: a demo on Fashion-MNIST takes minutes; the synthetic demo runs the same code", line)
-				continue
-			}
 			start := time.Now()
 			code, _, stderr := runCLI(args[1:]...)
 			t.Logf("%v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(line))
