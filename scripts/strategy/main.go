@@ -189,10 +189,21 @@ func (r *runner) do(name, model, run string, commands ...[]string) (cell, error)
 var rewrites = []struct {
 	name  string
 	flags []string
+	// radius says whether the operator has a radius to calibrate; one
+	// without is calibrated (--calib) only for --alpha auto.
+	radius bool
 }{
-	{"ball", []string{"--mag", "ball", "--rho", "learn"}},
-	{"tanh", []string{"--mag", "tanh", "--rho", "learn"}},
-	{"linear", []string{"--mag", "linear"}},
+	{"ball", []string{"--mag", "ball", "--rho", "learn"}, true},
+	{"tanh", []string{"--mag", "tanh", "--rho", "learn"}, true},
+	{"linear", []string{"--mag", "linear"}, false},
+}
+
+// calib returns the calibration flags of a rewrite with the given alpha.
+func (r *runner) calib(radius bool, alpha string) []string {
+	if !radius && alpha == "1" {
+		return nil
+	}
+	return []string{"--calib", r.data}
 }
 
 // train returns the flags of a training run from random weights
@@ -225,7 +236,8 @@ func (r *runner) all() error {
 	for _, rw := range rewrites {
 		for _, alpha := range []string{"1", "auto"} {
 			out := f(rw.name + "-alpha-" + alpha + ".onnx")
-			args := append(append([]string{"rewrite", f("plain.onnx")}, rw.flags...), "--calib", r.data, "--alpha", alpha, "-o", out, "-q")
+			args := append(append([]string{"rewrite", f("plain.onnx")}, rw.flags...), r.calib(rw.radius, alpha)...)
+			args = append(args, "--alpha", alpha, "-o", out, "-q")
 			if _, err := r.do(rw.name+"-rewritten-alpha-"+alpha, out, "", args); err != nil {
 				return err
 			}
@@ -238,7 +250,7 @@ func (r *runner) all() error {
 		}
 		scratch := f(rw.name + "-scratch")
 		if _, err := r.do(rw.name+"-scratch", f(rw.name+"-scratch.onnx"), scratch,
-			append(append([]string{"rewrite", f("init.onnx")}, rw.flags...), "--calib", r.data, "-o", f(rw.name+"-init.onnx"), "-q"),
+			append(append(append([]string{"rewrite", f("init.onnx")}, rw.flags...), r.calib(rw.radius, "1")...), "-o", f(rw.name+"-init.onnx"), "-q"),
 			append([]string{"finetune", f(rw.name + "-init.onnx"), "--data", r.data, "--out", scratch}, r.train("3", true)...),
 			[]string{"export", scratch, "--checkpoint", "last", "-o", f(rw.name + "-scratch.onnx")}); err != nil {
 			return err
