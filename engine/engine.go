@@ -391,6 +391,53 @@ func (e *Engine) SetParam(name string, t Tensor) error {
 	return storeF32(p.value, t.Data)
 }
 
+// ParamData returns a parameter's values in place, in a float32 engine:
+// writing to the slice changes the parameter as SetParam does, without a
+// copy, and the slice stays valid as long as the engine. A float64 engine
+// gives an error (use Param and SetParam).
+func (e *Engine) ParamData(name string) ([]float32, error) {
+	p, err := e.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return liveF32(p.value, numElements(p.shape), true)
+}
+
+// GradData returns the gradient of the last Step with respect to a
+// parameter in place, in a float32 engine, valid until the next Step (the
+// caller may change it, say to clip it): nil for a parameter the loss does
+// not depend on. It fails before the first Step, and in a float64 engine.
+func (e *Engine) GradData(name string) ([]float32, error) {
+	p, err := e.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if !e.hasGrads {
+		return nil, fmt.Errorf("parameter %q: no gradient: Step has not run", name)
+	}
+	if p.grad == nil {
+		return nil, nil
+	}
+	return liveF32(p.grad, numElements(p.shape), false)
+}
+
+// liveF32 returns the float32 elements of a dense value in place; a view
+// of another tensor is an error when alias is set, and a copy otherwise.
+func liveF32(v G.Value, n int, alias bool) ([]float32, error) {
+	if d, ok := v.(*tensor.Dense); ok && alias && d.IsMaterializable() {
+		return nil, fmt.Errorf("value of shape %v is a view, not its own storage", d.Shape())
+	}
+	d, err := denseOf(v)
+	if err != nil {
+		return nil, err
+	}
+	data, ok := d.Data().([]float32)
+	if !ok || len(data) < n {
+		return nil, fmt.Errorf("value of type %v holds no %d float32 values", d.Dtype(), n)
+	}
+	return data[:n], nil
+}
+
 // Grad returns the gradient of the loss of the last Step with respect to
 // a parameter: zero for a parameter the loss does not depend on (one
 // used only by another graph output). It fails before the first Step.

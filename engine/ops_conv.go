@@ -183,9 +183,9 @@ func (g convGeom) colGeom() im2colGeom {
 // two of them never merge into one graph node.
 var convGemmSeq atomic.Uint64
 
-// convGemmCache holds the buffers of one convolution between calls: the
-// columns of the last forward pass's input, which the filter gradient of
-// the same run reuses, and scratch matrices.
+// convGemmCache holds the buffers of one convolution between calls: its
+// filters transposed and the filter gradient's partial sums. The large
+// matrices live in convScratch, shared by every convolution.
 type convGemmCache struct {
 	id  uint64
 	mu  sync.Mutex
@@ -195,14 +195,8 @@ type convGemmCache struct {
 
 // convGemmBuffers are a convolution's buffers of one element type.
 type convGemmBuffers[T opFloat] struct {
-	cols []T // [C*kh*kw, N*OH*OW]: the columns of x (im2colCols)
-	// key is the first element of the x whose columns cols holds; nil
-	// once the filter gradient has used them.
-	key   *T
-	prod  []T // the forward's product, prodShape
-	wT    []T // one group's filters transposed, [C/groups*kh*kw, M/groups]
-	dcols []T // dL/dcols, like cols
-	part  []T // gemmReduce's partial sums
+	wT   []T // one group's filters transposed, [C/groups*kh*kw, M/groups]
+	part []T // gemmReduce's partial sums
 }
 
 // convBuffers returns the cache's buffers of element type T.
@@ -213,10 +207,46 @@ func convBuffers[T opFloat](c *convGemmCache) *convGemmBuffers[T] {
 	return any(&c.f64).(*convGemmBuffers[T])
 }
 
+// convScratch holds the matrices a convolution needs only while it runs,
+// shared by every convolution of the process so that a deep network holds
+// one set of them rather than one per layer (for VGG16 at 224x224 the
+// columns of one layer alone take hundreds of megabytes). A graph runs its
+// operations one at a time, so the lock is not contended within a graph.
+//
+// The columns of the last forward convolution stay valid until another
+// convolution's forward pass, so the filter gradient of the last layer
+// (the first one the backward pass reaches) reuses them, and every other
+// layer gathers its columns again: one im2col per layer, cheap next to
+// the matrix products.
+type convScratch[T opFloat] struct {
+	mu   sync.Mutex
+	cols []T // [C*kh*kw, N*OH*OW]: the columns of an input (im2colCols)
+	// owner and key say whose columns cols holds: the convolution's cache
+	// and the first element of its input.
+	owner *convGemmCache
+	key   *T
+	prod  []T // the forward's product, prodShape
+	dcols []T // dL/dcols, like cols
+}
+
+// The scratch matrices of each element type.
+var (
+	convScratch32 convScratch[float32]
+	convScratch64 convScratch[float64]
+)
+
+// scratchOf returns the scratch matrices of element type T.
+func scratchOf[T opFloat]() *convScratch[T] {
+	if s, ok := any(&convScratch32).(*convScratch[T]); ok {
+		return s
+	}
+	return any(&convScratch64).(*convScratch[T])
+}
+
 // convGemm is ONNX Conv over x [N, C, H, W] with filters w [M, C/groups,
 // kh, kw] and, when bias, b [M]: the columns of x (im2colCols) times the
 // filters, one BLAS product per group, laid out as [N, M, OH, OW] with
-// the bias added. The columns stay in the cache for convGemmGradW.
+// the bias added. The columns stay in convScratch for convGemmGradW.
 type convGemm struct {
 	convGeom
 	m     int
@@ -288,13 +318,13 @@ func (k convGemm) compute(out *tensor.Dense, in []*tensor.Dense) error {
 // convGemmForward computes y = conv(x, w) + b (b nil: no bias), keeping
 // the columns of x.
 func convGemmForward[T opFloat](k convGemm, y, x, w, b []T) {
-	k.cache.mu.Lock()
-	defer k.cache.mu.Unlock()
-	buf := convBuffers[T](k.cache)
+	buf := scratchOf[T]()
+	buf.mu.Lock()
+	defer buf.mu.Unlock()
 	mg, kg, np := k.groupDims(k.m)
 	buf.cols = decoupledGrow(buf.cols, k.groups*kg*np)
 	im2colCols(k.colGeom(), x, buf.cols)
-	buf.key = &x[0]
+	buf.owner, buf.key = k.cache, &x[0]
 	buf.prod = decoupledGrow(buf.prod, k.m*np)
 	for g := range k.groups {
 		gemm(false, false, mg, np, kg, w[g*mg*kg:], kg, buf.cols[g*kg*np:], np, 0, buf.prod[g*mg*np:], np)
@@ -428,8 +458,11 @@ func convGemmBackX[T opFloat](k convGemm, dx, w, dprod []T) {
 	k.cache.mu.Lock()
 	defer k.cache.mu.Unlock()
 	buf := convBuffers[T](k.cache)
+	sc := scratchOf[T]()
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
 	mg, kg, np := k.groupDims(k.m)
-	buf.dcols = decoupledGrow(buf.dcols, k.groups*kg*np)
+	sc.dcols = decoupledGrow(sc.dcols, k.groups*kg*np)
 	buf.wT = decoupledGrow(buf.wT, kg*mg)
 	for g := range k.groups {
 		wg := w[g*mg*kg : (g+1)*mg*kg]
@@ -438,9 +471,9 @@ func convGemmBackX[T opFloat](k convGemm, dx, w, dprod []T) {
 				buf.wT[j*mg+i] = v
 			}
 		}
-		gemm(false, false, kg, np, mg, buf.wT, mg, dprod[g*mg*np:], np, 0, buf.dcols[g*kg*np:], np)
+		gemm(false, false, kg, np, mg, buf.wT, mg, dprod[g*mg*np:], np, 0, sc.dcols[g*kg*np:], np)
 	}
-	col2imCols(k.colGeom(), buf.dcols, dx)
+	col2imCols(k.colGeom(), sc.dcols, dx)
 }
 
 // convGemmGradW is the gradient of a convGemm with respect to its
@@ -486,13 +519,16 @@ func convGemmBackW[T opFloat](k convGemm, dw, x, dprod []T) {
 	k.cache.mu.Lock()
 	defer k.cache.mu.Unlock()
 	buf := convBuffers[T](k.cache)
+	sc := scratchOf[T]()
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
 	mg, kg, np := k.groupDims(k.m)
-	if buf.key != &x[0] {
-		buf.cols = decoupledGrow(buf.cols, k.groups*kg*np)
-		im2colCols(k.colGeom(), x, buf.cols)
+	if sc.owner != k.cache || sc.key != &x[0] {
+		sc.cols = decoupledGrow(sc.cols, k.groups*kg*np)
+		im2colCols(k.colGeom(), x, sc.cols)
+		sc.owner, sc.key = k.cache, &x[0]
 	}
-	buf.key = nil
 	for g := range k.groups {
-		buf.part = gemmReduce(mg, kg, np, dprod[g*mg*np:], np, buf.cols[g*kg*np:], np, dw[g*mg*kg:], kg, buf.part)
+		buf.part = gemmReduce(mg, kg, np, dprod[g*mg*np:], np, sc.cols[g*kg*np:], np, dw[g*mg*kg:], kg, buf.part)
 	}
 }

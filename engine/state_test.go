@@ -411,3 +411,50 @@ func TestStatsExact(t *testing.T) {
 		t.Error("Output of an unknown name succeeded")
 	}
 }
+
+// TestLiveData checks that ParamData is the parameter itself (a write
+// changes the next forward pass) and GradData the last Step's gradient.
+func TestLiveData(t *testing.T) {
+	tg := newTestGraph(13)
+	tg.input("x", 3)
+	tg.floats("w", []int64{2, 3}, 1, 2, 3, 4, 5, 6)
+	tg.node("Gemm", "fc", []string{"x", "w"}, []string{"logits"}, attrInt("transB", 1))
+	tg.output("logits")
+	e := mustBuild(t, tg.model(), Options{Mode: Training, Batch: 2})
+	x := batch(3, 2, 3)
+	if _, err := e.GradData("w"); err == nil {
+		t.Error("GradData before any Step succeeded")
+	}
+	if _, err := e.Step(map[string]Tensor{"x": x}, []int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.GradData("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := e.Grad("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(g, want.Data) {
+		t.Errorf("GradData %v, Grad %v", g, want.Data)
+	}
+	w, err := e.ParamData("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(w)
+	y := forward(t, e, x, "logits")
+	for _, v := range y.Data {
+		if v != 0 {
+			t.Fatalf("logits %v after zeroing the weights through ParamData", y.Data)
+		}
+	}
+	if p, _ := e.Param("w"); !slices.Equal(p.Data, make([]float32, 6)) {
+		t.Errorf("Param gives %v after zeroing through ParamData", p.Data)
+	}
+	f64 := mustBuild(t, tg.model(), Options{Mode: Training, Batch: 2, DType: Float64})
+	if _, err := f64.ParamData("w"); err == nil {
+		t.Error("ParamData of a float64 engine succeeded")
+	}
+}

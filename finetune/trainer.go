@@ -47,6 +47,9 @@ type Trainer struct {
 	opt     optimizer
 	step    int64 // optimisation steps done
 	evalEng *engine.Engine
+	// live says the parameters' values are the engine's own storage
+	// (engine.ParamData), so updates need no copy into the engine.
+	live bool
 }
 
 // New prepares the fine-tuning of m on data of the given number of
@@ -85,6 +88,7 @@ func New(m *onnximport.Model, cfg Config, classes int) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.live = t.eng.Options().DType == engine.Float32
 	if err := t.selectParams(); err != nil {
 		t.eng.Close()
 		return nil, err
@@ -128,6 +132,11 @@ func (t *Trainer) selectParams() error {
 		v, err := t.eng.Param(name)
 		if err != nil {
 			return err
+		}
+		if t.live {
+			if v.Data, err = t.eng.ParamData(name); err != nil {
+				return err
+			}
 		}
 		p := &param{name: name, init: init, role: r, shape: v.Shape, value: v.Data, slots: map[string][]float32{}}
 		p.decay = t.cfg.decays(r)
@@ -213,6 +222,21 @@ type StepInfo struct {
 	Duration time.Duration
 }
 
+// grad returns the gradient of the last step for a parameter: the
+// engine's own storage when live (zeros when the loss does not depend on
+// the parameter), else a copy.
+func (t *Trainer) grad(p *param) ([]float32, error) {
+	if !t.live {
+		g, err := t.eng.Grad(p.name)
+		return g.Data, err
+	}
+	g, err := t.eng.GradData(p.name)
+	if err != nil || g != nil {
+		return g, err
+	}
+	return make([]float32, len(p.value)), nil
+}
+
 // DivergedError reports a loss or gradient that is not finite. The step
 // was not applied.
 type DivergedError struct {
@@ -250,13 +274,13 @@ func (t *Trainer) TrainStep(b data.Batch, total int64) (StepInfo, error) {
 	}
 	grads := make([][]float32, len(t.params))
 	for i, p := range t.params {
-		g, err := t.eng.Grad(p.name)
+		g, err := t.grad(p)
 		if err != nil {
 			return info, fmt.Errorf("step %d: %w", s, err)
 		}
-		grads[i] = g.Data
+		grads[i] = g
 		if t.cfg.Orth > 0 && p.filter != nil {
-			loss += orthPenalty(p.value, p.rowLen, filterEps(*p.filter), t.cfg.Orth, g.Data)
+			loss += orthPenalty(p.value, p.rowLen, filterEps(*p.filter), t.cfg.Orth, g)
 		}
 	}
 	scale, norm := clipScale(grads, t.cfg.ClipNorm)
@@ -279,6 +303,9 @@ func (t *Trainer) TrainStep(b data.Batch, total int64) (StepInfo, error) {
 		t.opt.update(p, grads[i], lr, decay, s)
 		if pe := int64(t.cfg.ProjectEvery); pe > 0 && s%pe == 0 && p.filter != nil && p.filter.Weighted == dcnet.WeightNone {
 			project(p.value, p.rowLen, filterEps(*p.filter))
+		}
+		if t.live {
+			continue
 		}
 		if err := t.eng.SetParam(p.name, engine.Tensor{Shape: p.shape, Data: p.value}); err != nil {
 			return info, fmt.Errorf("step %d: %w", s, err)
