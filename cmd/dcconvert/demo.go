@@ -37,8 +37,10 @@ type demoOptions struct {
 	// Out is the directory for every file; empty means a new temporary
 	// directory.
 	Out string
-	// Mag, Ang and Rho configure the rewrite as rewrite's flags do.
+	// Mag, Ang and Rho configure the rewrite as rewrite's flags do;
+	// RhoGiven says --rho was given.
 	Mag, Ang, Rho string
+	RhoGiven      bool
 }
 
 // newDemoCmd builds the demo command. runF replaces runDemo when not nil.
@@ -75,6 +77,7 @@ than 0.1 point.`),
 			"  dcconvert demo --mag seg --ang sigmoid --rho auto --out demo-seg",
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.RhoGiven = cmd.Flags().Changed("rho")
 			if runF != nil {
 				return runF(opts)
 			}
@@ -87,7 +90,7 @@ than 0.1 point.`),
 	fl.StringVar(&opts.Out, "out", "", "directory for every file (default a new temporary directory, printed)")
 	fl.StringVar(&opts.Mag, "mag", string(dcnet.MagBall), "magnitude function of the rewrite: "+joinNames(dcnet.Magnitudes()))
 	fl.StringVar(&opts.Ang, "ang", string(def.Angular), "angular activation of the rewrite: "+joinNames(dcnet.Angulars()))
-	fl.StringVar(&opts.Rho, "rho", "learn", "radius of the rewrite: a number, learn or auto (ball, tanh and seg need one)")
+	fl.StringVar(&opts.Rho, "rho", "learn", "radius of the rewrite, for ball, tanh and seg: a number, learn or auto")
 	return cmd
 }
 
@@ -172,6 +175,12 @@ func runDemo(opts *demoOptions) error {
 		return err
 	}
 	d := &demo{opts: opts}
+	// --rho goes to the rewrite when the magnitude has a radius, or when
+	// it was given (and the rewrite then says it is not used).
+	rho := []string{"--rho", opts.Rho}
+	if c := (dcnet.Config{Magnitude: dcnet.Magnitude(opts.Mag)}); !c.NeedsRho() && !opts.RhoGiven {
+		rho = nil
+	}
 	file := func(name string) string { return filepath.Join(opts.Out, name) }
 	q := []string{"-q"}
 	if opts.Verbose {
@@ -186,8 +195,8 @@ func runDemo(opts *demoOptions) error {
 		{"plain: pretrain 1 epoch", append([]string{"finetune", file("init.onnx"), "--data", opts.Data, "--out", file("pretrain"),
 			"--optimizer", "adam", "--lr", "0.002", "--epochs", "1", "--augment", "none"}, q...), ""},
 		{"plain: export ONNX", []string{"export", file("pretrain"), "-o", file("plain.onnx")}, file("plain.onnx")},
-		{"decoupled: rewrite + calibrate", []string{"rewrite", file("plain.onnx"), "--mag", opts.Mag, "--ang", opts.Ang, "--rho", opts.Rho,
-			"--calib", opts.Data, "--alpha", "auto", "-o", file("plain.dc.onnx")}, file("plain.dc.onnx")},
+		{"decoupled: rewrite + calibrate", append(append([]string{"rewrite", file("plain.onnx"), "--mag", opts.Mag, "--ang", opts.Ang},
+			rho...), "--calib", opts.Data, "--alpha", "auto", "-o", file("plain.dc.onnx")), file("plain.dc.onnx")},
 		{"decoupled: fine-tune 1 epoch", append([]string{"finetune", file("plain.dc.onnx"), "--data", opts.Data, "--out", file("finetune"),
 			"--optimizer", "adam", "--lr", "0.001", "--epochs", "1", "--augment", "none"}, q...), ""},
 		{"decoupled: export ONNX", []string{"export", file("finetune"), "-o", file("plain.dc.ft.onnx")}, file("plain.dc.ft.onnx")},

@@ -114,9 +114,12 @@ time left; in logs and pipes one line is written every 10 % of an epoch.`),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Model = args[0]
 			c := &opts.Train
+			opts.AugmentGiven = augment != ""
+			if !opts.AugmentGiven {
+				augment = string(def.Augment) // until the data's format is known
+			}
 			c.Optimizer, c.Schedule, c.Train, c.Augment = finetune.Optimizer(optimizer), finetune.Schedule(schedule), finetune.Train(train), data.Augment(augment)
 			c.Shuffle = !noShuffle
-			opts.AugmentGiven = cmd.Flags().Changed("augment")
 			c.Seed = seed
 			var errs []error
 			if opts.Data == "" {
@@ -183,7 +186,7 @@ time left; in logs and pipes one line is written every 10 % of an epoch.`),
 	fl.StringVar(&train, "train", string(def.Train), "parameters that train: "+joinNames(finetune.Trains()))
 	fl.StringArrayVar(&c.Freeze, "freeze", nil, "keep the initializers matching GLOB fixed (repeatable)")
 	fl.BoolVar(&c.NewHead, "new-head", def.NewHead, "replace the classifier to fit the data's classes")
-	fl.StringVar(&augment, "augment", string(def.Augment), "augmentation of the training images: "+joinNames(data.Augments())+
+	fl.StringVar(&augment, "augment", "", "augmentation of the training images: "+joinNames(data.Augments())+
 		" (default standard; crop for idx and synthetic data, whose classes a flip can change)")
 	fl.BoolVar(&noShuffle, "no-shuffle", false, "keep the training images in order")
 	fl.Var(&mean, "mean", "mean subtracted from the [0, 1] pixel values, one value or one per channel (default from the model's metadata, else 0)")
