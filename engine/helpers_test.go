@@ -1,9 +1,7 @@
 package engine_test
 
 import (
-	"encoding/binary"
 	"flag"
-	"math"
 	"os"
 	"testing"
 
@@ -11,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dcconvert/dcconvert/internal/onnxpb"
+	"github.com/dcconvert/dcconvert/onnximport"
 )
 
 // updating reports whether -update was given; the flag itself is
@@ -40,12 +39,7 @@ func compareGolden(t *testing.T, path, got string) {
 }
 
 func floatTensor(name string, dims []int64, v []float32) *onnxpb.TensorProto {
-	raw := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
-	}
-	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims,
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), RawData: raw}
+	return onnximport.FloatTensor(name, dims, v)
 }
 
 func nodeOf(op, name string, in []string, attrs ...*onnxpb.AttributeProto) *onnxpb.NodeProto {

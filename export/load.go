@@ -177,7 +177,7 @@ func (t *Trained) checkFit() error {
 		_, param := t.params[name]
 		_, stat := t.stats[name]
 		switch {
-		case param, stat, isOptimizerState(name):
+		case param, stat, finetune.IsOptimizerState(name):
 		case name == engine.StepKey || isCounterOf(name, t.stats):
 			if v.DType() != checkpoint.I64 || len(v.Shape) != 0 {
 				errs = append(errs, fmt.Errorf("counter %q is %s of shape %v, want an I64 scalar", name, v.DType(), v.Shape))
@@ -201,17 +201,6 @@ func (t *Trained) checkFit() error {
 		errs = append(errs[:mostProblems:mostProblems], fmt.Errorf("and %d more problems", len(errs)-mostProblems))
 	}
 	return fmt.Errorf("checkpoint %s does not fit %s: %w", t.Checkpoint, t.source.Path, errors.Join(errs...))
-}
-
-// isOptimizerState reports whether a checkpoint tensor is optimiser
-// state, "<slot>/<parameter>", which export leaves out.
-func isOptimizerState(name string) bool {
-	for _, slot := range []string{finetune.SlotMomentum, finetune.SlotAdamM, finetune.SlotAdamV} {
-		if strings.HasPrefix(name, slot+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 // isCounterOf reports whether name is the step count of a running

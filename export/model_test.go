@@ -13,6 +13,7 @@ import (
 	"github.com/dcconvert/dcconvert/data"
 	"github.com/dcconvert/dcconvert/dcnet"
 	"github.com/dcconvert/dcconvert/export/exporttest"
+	"github.com/dcconvert/dcconvert/finetune"
 	"github.com/dcconvert/dcconvert/internal/onnxpb"
 	"github.com/dcconvert/dcconvert/onnximport"
 	"github.com/dcconvert/dcconvert/rewrite"
@@ -47,7 +48,7 @@ func TestModel(t *testing.T) {
 	got := initializerValues(t, m)
 	n := 0
 	for name, v := range f.Tensors {
-		if strings.Contains(name, "#") || isOptimizerState(name) {
+		if strings.Contains(name, "#") || finetune.IsOptimizerState(name) {
 			continue
 		}
 		want := checkpointValues(v)

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/dcconvert/dcconvert/dcnet"
-	"github.com/dcconvert/dcconvert/internal/onnxpb"
 	"github.com/dcconvert/dcconvert/onnximport"
 )
 
@@ -203,6 +202,3 @@ func (c Config) decays(r Role) bool {
 	}
 	return true
 }
-
-// graphNode is a shorthand for a node of m's graph.
-func graphNode(m *onnximport.Model, i int) *onnxpb.NodeProto { return m.Graph().GetNode()[i] }

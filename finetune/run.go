@@ -221,9 +221,11 @@ func (t *Trainer) Evaluate(loader *data.Loader) (engine.Metrics, error) {
 			return engine.Metrics{}, err
 		}
 	}
-	stats := t.evalEng.Stats()
+	// The inference engine keeps the running statistics, not the
+	// training-only counters.
+	stats, trained := t.evalEng.Stats(), t.eng.Stats()
 	for name := range stats {
-		stats[name] = t.eng.Stats()[name]
+		stats[name] = trained[name]
 	}
 	if err := t.evalEng.SetStats(stats); err != nil {
 		return engine.Metrics{}, err

@@ -64,6 +64,14 @@ func (t *Trainer) Snapshot() (checkpoint.File, error) {
 	return f, nil
 }
 
+// IsOptimizerState reports whether a snapshot tensor is optimiser state,
+// "<slot>/<parameter>" with slot one of SlotMomentum, SlotAdamM and
+// SlotAdamV.
+func IsOptimizerState(name string) bool {
+	slot, _, ok := strings.Cut(name, "/")
+	return ok && (slot == SlotMomentum || slot == SlotAdamM || slot == SlotAdamV)
+}
+
 // isCounter reports whether a state name is one of the engine's counters.
 func isCounter(name string) bool {
 	return name == engine.StepKey || strings.HasSuffix(name, engine.CounterSuffix)

@@ -191,17 +191,6 @@ func (t *Trainer) Trained() []string {
 // Frozen returns the names of the parameters that do not train.
 func (t *Trainer) Frozen() []string { return slices.Clone(t.frozen) }
 
-// RoleOf returns the role of a parameter (by engine name).
-func (t *Trainer) RoleOf(name string) Role {
-	for _, p := range t.params {
-		if p.name == name {
-			return p.role
-		}
-	}
-	rs, _, _ := roles(t.model)
-	return rs[initOf(t.model, name)]
-}
-
 // StepInfo describes one optimisation step.
 type StepInfo struct {
 	// Step is the 1-based number of the step, Total the run's steps.

@@ -1,9 +1,6 @@
 package onnximport
 
 import (
-	"encoding/binary"
-	"math"
-
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dcconvert/dcconvert/internal/onnxpb"
@@ -46,12 +43,7 @@ func valueInfo(name string, dims ...int64) *onnxpb.ValueInfoProto {
 
 // floatTensor stores values as little-endian raw data.
 func floatTensor(name string, dims []int64, v ...float32) *onnxpb.TensorProto {
-	raw := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(x))
-	}
-	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims,
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), RawData: raw}
+	return FloatTensor(name, dims, v)
 }
 
 func int64Tensor(name string, v ...int64) *onnxpb.TensorProto {

@@ -1,7 +1,6 @@
 package rewrite_test
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -457,12 +456,7 @@ func setFloats(t *testing.T, m *onnximport.Model, name string, v ...float32) {
 }
 
 func floatInit(name string, dims []int64, v []float32) *onnxpb.TensorProto {
-	raw := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
-	}
-	return &onnxpb.TensorProto{Name: proto.String(name), Dims: dims,
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), RawData: raw}
+	return onnximport.FloatTensor(name, dims, v)
 }
 
 func ints(name string, v []int64) *onnxpb.AttributeProto {

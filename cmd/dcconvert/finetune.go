@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"slices"
@@ -381,10 +383,12 @@ func (r *finetuneRun) dataFingerprint() string {
 	}
 	for _, i := range []int{0, r.d.Train.Len() / 2, r.d.Train.Len() - 1} {
 		if img, label, err := r.d.Train.Image(i); err == nil {
-			fmt.Fprintf(h, ";%d:%d:%dx%dx%d", i, label, img.C, img.H, img.W)
+			fmt.Fprintf(h, ";%d:%d:%dx%dx%d:", i, label, img.C, img.H, img.W)
+			pix := make([]byte, 0, 4*len(img.Pix))
 			for _, v := range img.Pix {
-				fmt.Fprintf(h, "%x", v)
+				pix = binary.LittleEndian.AppendUint32(pix, math.Float32bits(v))
 			}
+			h.Write(pix)
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]

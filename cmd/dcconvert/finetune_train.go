@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -203,8 +205,8 @@ func (r *finetuneRun) summary(bestTop1 float64, bestStep int64) {
 // exportName suggests the output file of an export of a model.
 func exportName(model string) string {
 	for _, ext := range []string{".dc.onnx", ".onnx"} {
-		if len(model) > len(ext) && model[len(model)-len(ext):] == ext {
-			return model[:len(model)-len(ext)] + ".ft.onnx"
+		if base, ok := strings.CutSuffix(model, ext); ok && base != "" {
+			return base + ".ft.onnx"
 		}
 	}
 	return model + ".ft.onnx"
@@ -216,9 +218,7 @@ func parseFloatMeta(meta map[string]string, key string) (float64, error) {
 	if !ok {
 		return 0, fmt.Errorf("no %s", key)
 	}
-	var f float64
-	_, err := fmt.Sscan(v, &f)
-	return f, err
+	return strconv.ParseFloat(v, 64)
 }
 
 // bestTop1 returns the validation top-1 accuracy, in percent, of a run
